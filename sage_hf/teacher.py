@@ -1,0 +1,203 @@
+"""The teacher's layer-1 interface: text -> teacher input layer -> layer-1 vectors -> logits.
+
+SAGE synthesises training points in the space of the teacher's *layer-1 vectors* (the output of its input
+layer), so both teacher and student must be runnable from that space. Calling `BertModel(inputs_embeds=...)`
+is not the same thing: it re-adds position and token-type embeddings. Instead we run the model's own
+forward with its input layer swapped for a pass-through, which keeps every family's mask handling, attention
+implementation (sdpa / eager) and head exactly as the library wrote them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Where one architecture family keeps its input layer and its stack of transformer layers."""
+
+    input_modules: tuple[str, ...]  # attribute names on the base model, run in order before the encoder stack
+    layers_path: str  # dotted path from the base model to the nn.ModuleList of transformer layers
+    num_layers_attr: str  # config attribute holding the layer count
+
+
+_BERT_LIKE = FamilySpec(("embeddings",), "encoder.layer", "num_hidden_layers")
+
+FAMILIES: dict[str, FamilySpec] = {
+    "bert": _BERT_LIKE,
+    "roberta": _BERT_LIKE,
+    "xlm-roberta": _BERT_LIKE,
+    "camembert": _BERT_LIKE,
+    # ELECTRA may project embedding_size -> hidden_size; the projection belongs to its input layer.
+    "electra": FamilySpec(("embeddings", "embeddings_project"), "encoder.layer", "num_hidden_layers"),
+    "distilbert": FamilySpec(("embeddings",), "transformer.layer", "n_layers"),
+}
+
+
+class UnsupportedArchitectureError(ValueError):
+    pass
+
+
+def family_spec(config) -> FamilySpec:
+    model_type = getattr(config, "model_type", None)
+    if model_type not in FAMILIES:
+        raise UnsupportedArchitectureError(
+            f"Unsupported teacher architecture '{model_type}': sage-hf supports {', '.join(sorted(FAMILIES))}."
+        )
+    return FAMILIES[model_type]
+
+
+def _get_path(module: nn.Module, dotted: str):
+    for name in dotted.split("."):
+        module = getattr(module, name)
+    return module
+
+
+def _set_path(module: nn.Module, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for name in parents:
+        module = getattr(module, name)
+    setattr(module, last, value)
+
+
+class Layer1Input(nn.Module):
+    """Stands in for an input layer: returns the layer-1 vectors it is handed, unchanged.
+
+    Accepts every calling convention the supported families use (`inputs_embeds=` keyword in BERT-likes,
+    positional second argument in DistilBERT, the single positional hidden state for ELECTRA's projection).
+    """
+
+    def forward(self, input_ids=None, inputs_embeds=None, *args, **kwargs):
+        return input_ids if inputs_embeds is None else inputs_embeds
+
+
+@contextlib.contextmanager
+def swapped(module: nn.Module, replacements: dict[str, nn.Module | None]):
+    """Temporarily replace sub-modules (dotted paths); `None` values are skipped."""
+    saved = {}
+    try:
+        for path, new in replacements.items():
+            if new is None:
+                continue
+            saved[path] = _get_path(module, path)
+            _set_path(module, path, new)
+        yield module
+    finally:
+        for path, old in saved.items():
+            _set_path(module, path, old)
+
+
+def base_model_of(model: PreTrainedModel) -> nn.Module:
+    return getattr(model, model.base_model_prefix)
+
+
+class TeacherInterface(nn.Module):
+    """A frozen-able sequence-classification teacher, runnable from its layer-1 vectors.
+
+    `interface_layer=k` moves the interface to the output of transformer layer k (k=0: the input layer).
+    """
+
+    def __init__(self, model: PreTrainedModel, interface_layer: int = 0):
+        super().__init__()
+        if isinstance(model, TeacherInterface):
+            model = model.model
+        self.spec = family_spec(model.config)
+        self.model = model
+        depth = self.num_layers
+        if not 0 <= interface_layer <= depth:
+            raise ValueError(
+                f"interface_layer={interface_layer} is beyond the teacher's depth: it has {depth} transformer "
+                f"layers, so interface_layer must be in 0..{depth}."
+            )
+        self.interface_layer = interface_layer
+
+    # ---- introspection -------------------------------------------------------------------------------
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def base(self) -> nn.Module:
+        return base_model_of(self.model)
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return _get_path(self.base, self.spec.layers_path)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def width(self) -> int:
+        """Width of a layer-1 vector (the student's hidden size must equal it)."""
+        return self.model.config.hidden_size
+
+    @property
+    def num_labels(self) -> int:
+        return self.model.config.num_labels
+
+    @property
+    def has_head(self) -> bool:
+        return self.model is not self.base
+
+    def input_layer_modules(self) -> dict[str, nn.Module]:
+        return {name: getattr(self.base, name) for name in self.spec.input_modules if hasattr(self.base, name)}
+
+    # ---- the interface -------------------------------------------------------------------------------
+    def _cut(self, start: int, stop: int | None):
+        return {self.spec.layers_path: nn.ModuleList(list(self.layers)[start:stop])}
+
+    def layer1(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        """Layer-1 vectors, (batch, seq, hidden): the input layer's output (or layer k's with interface_layer=k)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and self.config.model_type != "distilbert":
+            kwargs["token_type_ids"] = token_type_ids
+        if self.interface_layer == 0:
+            return self._input_layer(kwargs)
+        with swapped(self.base, self._cut(0, self.interface_layer)):
+            return self.base(**kwargs).last_hidden_state
+
+    def _input_layer(self, kwargs) -> torch.Tensor:
+        # The embedding module alone: no mask is needed and the (empty) encoder stack is skipped.
+        emb = self.base.embeddings
+        if self.config.model_type == "distilbert":
+            out = emb(kwargs["input_ids"])
+        else:
+            out = emb(input_ids=kwargs["input_ids"], token_type_ids=kwargs.get("token_type_ids"))
+        project = getattr(self.base, "embeddings_project", None)
+        return project(out) if project is not None else out
+
+    def logits_from_layer1(self, vectors: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The rest of the teacher (transformer layers after the interface, pooler, head) on layer-1 vectors."""
+        if not self.has_head:
+            raise ValueError(
+                f"The teacher ({type(self.model).__name__}) has no sequence-classification head, so it cannot give "
+                "logits: load it with AutoModelForSequenceClassification (num_labels=...) and fine-tune it first."
+            )
+        if attention_mask is None:
+            attention_mask = torch.ones(vectors.shape[:2], dtype=torch.long, device=vectors.device)
+        replacements = {name: Layer1Input() for name in self.spec.input_modules if hasattr(self.base, name)}
+        replacements.update(self._cut(self.interface_layer, None))
+        with swapped(self.base, replacements):
+            return self.model(inputs_embeds=vectors, attention_mask=attention_mask).logits
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        """Teacher logits from token ids, through the layer-1 interface."""
+        return self.logits_from_layer1(self.layer1(input_ids, attention_mask, token_type_ids), attention_mask)
+
+
+def as_teacher(model, interface_layer: int = 0) -> TeacherInterface:
+    """Wrap a model as a teacher; an existing interface is reused unless a different cut is asked for."""
+    if isinstance(model, TeacherInterface):
+        if interface_layer in (0, model.interface_layer):
+            return model
+        model = model.model
+    return TeacherInterface(model, interface_layer)
