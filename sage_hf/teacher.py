@@ -93,7 +93,8 @@ def swapped(module: nn.Module, replacements: dict[str, nn.Module | None]):
 
 
 def base_model_of(model: PreTrainedModel) -> nn.Module:
-    return getattr(model, model.base_model_prefix)
+    """The encoder inside a task model, or the model itself when it is already the bare encoder."""
+    return getattr(model, model.base_model_prefix, model)
 
 
 class TeacherInterface(nn.Module):

@@ -1,0 +1,229 @@
+"""`SageTrainer`: a `transformers.Trainer` that distils a frozen teacher into a headless student."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import EvalPrediction, Trainer
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from .collator import SageDataCollator
+from .losses import distillation_loss_per_example
+from .student import SageStudentForSequenceClassification
+from .teacher import TeacherInterface, as_teacher
+from .training_args import SageTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+# Columns the trainer reads; Trainer would drop most of them, since the student's forward only names a few.
+SAGE_COLUMNS = [
+    "input_ids",
+    "attention_mask",
+    "token_type_ids",
+    "inputs_embeds",
+    "labels",
+    "label",
+    "label_ids",
+    "teacher_logits",
+    "example_id",
+]
+
+
+class SageTrainer(Trainer):
+    """Logit distillation from a frozen teacher, through the teacher's layer-1 vectors.
+
+    Batches may carry token ids (layer-1 vectors then come from the frozen teacher input layer) or
+    precomputed `inputs_embeds`, and optionally cached `teacher_logits` (then no teacher forward is run).
+    """
+
+    _tag_names = ["sage", "knowledge-distillation"]
+    _paper = {
+        "title": "SAGE: Synthetic Adaptive Guided Embeddings for knowledge distillation",
+        "id": "2508.14783",
+    }
+    # compute_loss divides by the example count of the whole accumulated batch itself.
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self,
+        model: SageStudentForSequenceClassification | None = None,
+        args: SageTrainingArguments | None = None,
+        teacher_model=None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        compute_metrics=None,
+        **kwargs,
+    ):
+        if teacher_model is None:
+            raise ValueError("SageTrainer needs a `teacher_model` (a sequence-classification model to distil).")
+        if args is None:
+            args = SageTrainingArguments(output_dir="sage-output")
+        elif not isinstance(args, SageTrainingArguments):
+            raise TypeError(f"args must be SageTrainingArguments, got {type(args).__name__}.")
+        teacher = as_teacher(teacher_model, args.interface_layer)
+        if not teacher.has_head:
+            raise ValueError(
+                f"The teacher ({type(teacher.model).__name__}) has no sequence-classification head: load it with "
+                "AutoModelForSequenceClassification and fine-tune it on the task first."
+            )
+        if model is None:
+            model = SageStudentForSequenceClassification.from_teacher(teacher)
+        _check_compatible(model, teacher)
+        for dataset, split in ((train_dataset, "train"), (eval_dataset, "eval")):
+            if dataset is not None and hasattr(dataset, "__len__") and len(dataset) == 0:
+                raise ValueError(f"The {split} dataset is empty.")
+        self._user_compute_metrics = compute_metrics
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator or SageDataCollator(processing_class),
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            compute_metrics=self._compute_metrics,
+            **kwargs,
+        )
+        if hasattr(self.model, "add_model_tags"):
+            self.model.add_model_tags(self._tag_names)
+        self.teacher = self._prepare_teacher(teacher)
+
+    # ---- teacher -------------------------------------------------------------------------------------
+    def _prepare_teacher(self, teacher: TeacherInterface) -> TeacherInterface:
+        teacher.requires_grad_(False)
+        teacher.eval()
+        teacher.to(device=self.args.device, dtype=self.model.dtype)
+        # evaluation_mode: placed on the device, never wrapped for gradient sync (it has no gradients).
+        return self.accelerator.prepare_model(teacher, evaluation_mode=True)
+
+    @torch.no_grad()
+    def _layer1_and_teacher_logits(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mask = inputs.get("attention_mask")
+        if inputs.get("inputs_embeds") is not None:
+            vectors = inputs["inputs_embeds"]
+        elif inputs.get("input_ids") is not None:
+            vectors = self.teacher.layer1(inputs["input_ids"], mask, inputs.get("token_type_ids"))
+        else:
+            raise ValueError(
+                f"A batch must carry 'input_ids' or 'inputs_embeds'; this one has {sorted(inputs)}."
+            )
+        if mask is None:
+            mask = torch.ones(vectors.shape[:2], dtype=torch.long, device=vectors.device)
+        cached = inputs.get("teacher_logits")
+        if cached is not None:
+            num_labels = self.model.config.num_labels
+            if cached.shape[-1] != num_labels:
+                raise ValueError(
+                    f"teacher_logits have {cached.shape[-1]} classes but the student has num_labels={num_labels}."
+                )
+            teacher_logits = cached
+        else:
+            teacher_logits = self.teacher.logits_from_layer1(vectors, mask)
+        return vectors, mask, teacher_logits
+
+    # ---- loss ----------------------------------------------------------------------------------------
+    def _per_example_loss(self, logits, teacher_logits, labels) -> torch.Tensor:
+        return distillation_loss_per_example(
+            logits,
+            teacher_logits,
+            labels,
+            temperature=self.args.temperature,
+            kind=self.args.kd_loss,
+            alpha_kd=self.args.alpha_kd,
+            alpha_hard=self.args.alpha_hard,
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        vectors, mask, teacher_logits = self._layer1_and_teacher_logits(inputs)
+        outputs = model(inputs_embeds=vectors, attention_mask=mask)
+        per_example = self._per_example_loss(outputs.logits, teacher_logits, inputs.get("labels"))
+        if num_items_in_batch is not None:
+            # Sum over this micro-batch / examples in the whole accumulated (and, if averaged, global) batch:
+            # the same gradient as one big batch, whatever the accumulation steps or a short last batch.
+            loss = per_example.sum() / num_items_in_batch
+            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks
+        else:
+            loss = per_example.mean()
+            if model.training:
+                loss = loss / self.current_gradient_accumulation_steps
+        if return_outputs:
+            return loss, SequenceClassifierOutput(loss=loss, logits=outputs.logits)
+        return loss
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
+        """Examples (not label tokens) in the accumulated batch: synthetic and warm-up batches have no labels."""
+        if not batch_samples:
+            return None
+        count = torch.tensor(sum(len(b["attention_mask"]) for b in batch_samples if "attention_mask" in b))
+        count = count.to(device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return count
+
+    # ---- columns -------------------------------------------------------------------------------------
+    def _set_signature_columns_if_needed(self):
+        if self._signature_columns is None:
+            self._signature_columns = list(SAGE_COLUMNS)
+
+    def _remove_unused_columns(self, dataset, description=None):
+        if self.args.remove_unused_columns and hasattr(dataset, "column_names"):
+            dropped = sorted(set(dataset.column_names) - set(SAGE_COLUMNS))
+            if dropped:
+                logger.warning(
+                    "SageTrainer does not read the %s columns %s; they are dropped from the batches "
+                    "(set remove_unused_columns=False to keep them for a custom collator).",
+                    description or "dataset",
+                    dropped,
+                )
+        return super()._remove_unused_columns(dataset, description)
+
+    # ---- evaluation ----------------------------------------------------------------------------------
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            vectors, mask, teacher_logits = self._layer1_and_teacher_logits(inputs)
+            logits = model(inputs_embeds=vectors, attention_mask=mask).logits
+            labels = inputs.get("labels")
+            loss = self._per_example_loss(logits, teacher_logits, labels).mean().detach()
+        if prediction_loss_only:
+            return loss, None, None
+        if labels is None:  # still report agreement with the teacher on unlabelled data
+            labels = torch.full((len(logits),), -100, device=logits.device)
+        return loss, (logits.detach(), teacher_logits.detach().to(logits.dtype)), labels
+
+    def _compute_metrics(self, eval_pred: EvalPrediction) -> dict[str, float]:
+        student, teacher = eval_pred.predictions
+        metrics: dict[str, float] = {}
+        if student.shape[-1] == 1:
+            metrics["teacher_mse"] = float(np.mean((student.squeeze(-1) - teacher.squeeze(-1)) ** 2))
+        else:
+            metrics["agreement"] = float(np.mean(student.argmax(-1) == teacher.argmax(-1)))
+        labels = eval_pred.label_ids
+        has_gold = labels is not None and not np.all(np.asarray(labels) == -100)
+        if self._user_compute_metrics is not None and has_gold:
+            metrics.update(self._user_compute_metrics(EvalPrediction(predictions=student, label_ids=labels)))
+        return metrics
+
+
+def _check_compatible(student, teacher: TeacherInterface) -> None:
+    hidden = getattr(student.config, "hidden_size", None)
+    if hidden != teacher.width:
+        raise ValueError(
+            f"The student's hidden size ({hidden}) differs from the teacher's layer-1 width ({teacher.width}): "
+            "the student must read the teacher's layer-1 vectors unchanged."
+        )
+    if student.config.num_labels != teacher.num_labels:
+        raise ValueError(
+            f"The student has num_labels={student.config.num_labels} but the teacher has {teacher.num_labels}."
+        )
+    interface = getattr(student.config, "interface_layer", teacher.interface_layer)
+    if interface != teacher.interface_layer:
+        raise ValueError(
+            f"The student reads teacher layer {interface} but the trainer's interface_layer is "
+            f"{teacher.interface_layer}: set SageTrainingArguments(interface_layer={interface})."
+        )
