@@ -116,6 +116,7 @@ class TeacherInterface(nn.Module):
                 f"layers, so interface_layer must be in 0..{depth}."
             )
         self.interface_layer = interface_layer
+        self.train(model.training)  # a fresh nn.Module says "training"; keep the wrapped model's mode
 
     # ---- introspection -------------------------------------------------------------------------------
     @property

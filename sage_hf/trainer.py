@@ -150,7 +150,7 @@ class SageTrainer(Trainer):
         else:
             loss = per_example.mean()
             if model.training:
-                loss = loss / self.current_gradient_accumulation_steps
+                loss = loss / getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
         if return_outputs:
             return loss, SequenceClassifierOutput(loss=loss, logits=outputs.logits)
         return loss

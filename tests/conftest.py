@@ -92,3 +92,13 @@ def glue_dir() -> Path:
     if not (GLUE_DIR / "SST-2" / "dev.tsv").is_file():
         pytest.skip(f"GLUE data not found under {GLUE_DIR}")
     return GLUE_DIR
+
+
+def tiny_tokenizer(tmp_path: Path):
+    """A word-level BERT tokenizer over a 99-token vocabulary ('w5' ... 'w98'), written to `tmp_path`."""
+    from transformers import BertTokenizerFast
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(5, VOCAB)]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(words) + "\n")
+    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)

@@ -287,6 +287,8 @@ def _read_glue_tsv(path: Path, spec: GlueTask, split: str) -> Dataset:
         yield from rows
 
     for n, (line, fields, error) in enumerate(chain()):
+        if fields == []:  # blank line, e.g. trailing newlines: not data, not worth a warning
+            continue
         problem = error
         if not problem and fields is not None and len(fields) != len(header):
             problem = f"{len(fields)} fields, header has {len(header)}"
@@ -446,9 +448,10 @@ def load_custom(
         else:
             fill = -1.0 if isinstance(label_feature, Value) and label_feature.dtype == "float32" else -1
             ds = ds.add_column("label", [fill] * len(ds))
-        ds = ds.cast_column("label", label_feature)
+        if ds.features["label"] != label_feature:
+            ds = ds.cast_column("label", label_feature)
         if not has_idx:
-            ds = ds.add_column("idx", list(range(len(ds))))
+            ds = ds.add_column("idx", list(range(len(ds))), feature=Value("int32"))
         for col in text_columns:
             if ds.features[col] != Value("string"):
                 ds = ds.cast_column(col, Value("string"))
@@ -465,8 +468,9 @@ def _custom_label_feature(labeled: list[Dataset], label_column: str) -> ClassLab
         return labeled[0].features[label_column]
     if "string" in dtypes or "large_string" in dtypes:
         names: set[str] = set()
-        for ds in labeled:
-            names.update(str(v) for v in ds.unique(label_column) if v is not None)
+        for ds in labeled:  # integer splits (e.g. a test file of -1s) cast by id instead
+            if getattr(ds.features[label_column], "dtype", None) in ("string", "large_string"):
+                names.update(str(v) for v in ds.unique(label_column) if v is not None)
         return ClassLabel(names=sorted(names))
     if any(d is not None and d.startswith("float") for d in dtypes):
         return Value("float32")

@@ -1,0 +1,24 @@
+"""Point 7: a 2-process CPU (gloo) SageTrainer run ends with identical student weights on both ranks."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent
+
+
+def test_two_process_training_keeps_ranks_in_sync(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(TESTS / "scripts" / "ddp_train.py"), str(tmp_path), str(TESTS)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in reports] == [2, 2]
+    assert [r["dist_world_size"] for r in reports] == [2, 2]
+    # 32 examples, 2 ranks x 4 per device = 8 per step, 2 epochs
+    assert [r["global_step"] for r in reports] == [8, 8]
+    assert reports[0]["weights_sha256"] == reports[1]["weights_sha256"]
+    assert reports[0]["teacher_wrapped"] == "TeacherInterface"  # never DDP-wrapped: it has no gradients
