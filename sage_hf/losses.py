@@ -39,7 +39,7 @@ def kd_loss_per_example(
 def hard_loss_per_example(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Gold-label loss, shape (batch,): cross-entropy, or MSE for regression; 0 where the label is -100."""
     if student_logits.shape[-1] == 1:
-        return (student_logits.float().squeeze(-1) - labels.float()).pow(2)
+        return (student_logits.float().squeeze(-1) - labels.float()).pow(2) * labels.ne(-100)
     labels = labels.long()
     return F.cross_entropy(student_logits.float(), labels.clamp_min(0), reduction="none") * labels.ne(-100)
 

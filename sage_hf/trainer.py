@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,10 +13,13 @@ import torch
 from transformers import EvalPrediction, Trainer
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from .callback import SageCallback
 from .collator import SageDataCollator
 from .losses import distillation_loss_per_example
+from .rounds import SageEngine, add_shift
 from .student import SageStudentForSequenceClassification
 from .teacher import TeacherInterface, as_teacher
+from .teacher_cache import compute_teacher_logits
 from .training_args import SageTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -28,6 +34,7 @@ SAGE_COLUMNS = [
     "label",
     "label_ids",
     "teacher_logits",
+    "shift",
     "example_id",
 ]
 
@@ -91,6 +98,71 @@ class SageTrainer(Trainer):
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
         self.teacher = self._prepare_teacher(teacher)
+        self.sage_engine: SageEngine | None = None
+        self._warmed_up = False
+        if self.args.sage and train_dataset is not None:
+            self.sage_engine = self._build_engine(train_dataset)
+            self.train_dataset = self.sage_engine.buffer  # refilled in place by SageCallback every round
+            self.add_callback(SageCallback(self))
+
+    # ---- SAGE -----------------------------------------------------------------------------------------
+    def _build_engine(self, dataset) -> SageEngine:
+        columns = getattr(dataset, "column_names", None)
+        if columns is None or "input_ids" not in columns:
+            raise ValueError("SAGE rounds need a tokenized datasets.Dataset with 'input_ids' (synthetic examples "
+                             f"are built from real token sequences); got columns {columns}. Use sage=False for "
+                             "plain distillation from precomputed inputs_embeds.")
+        features = {c: dataset[c] for c in ("input_ids", "attention_mask", "token_type_ids") if c in columns}
+        label_col = next((c for c in ("labels", "label") if c in columns), None)
+        labels = dataset[label_col] if label_col else None
+        if "teacher_logits" in columns:
+            teacher_logits = torch.as_tensor(np.asarray(dataset["teacher_logits"], dtype=np.float32))
+        else:
+            teacher_logits = compute_teacher_logits(self.teacher, dataset.select_columns(list(features)),
+                                                    self.args.teacher_batch_size, device=self.args.device)
+        cache = self.args.map_cache_dir or os.path.join(
+            os.environ.get("SAGE_HF_CACHE", os.path.join(Path.home(), ".cache", "sage_hf")), "maps")
+        name = getattr(self.teacher.config, "_name_or_path", "") or type(self.teacher.model).__name__
+        return SageEngine(self.teacher, features, teacher_logits, labels, self.args, map_cache_dir=cache, map_key=name)
+
+    def warm_up(self) -> None:
+        """Logit distillation on unlabeled generic text before round 1 (the paper's general distillation)."""
+        from .warmup import tokenized_warmup_dataset
+
+        args = self.args
+        data = tokenized_warmup_dataset(args.warmup_source, self.processing_class, args.warmup_max_length,
+                                        args.warmup_max_samples, seed=args.seed)
+        warm_args = dataclasses.replace(
+            args, sage=False, num_train_epochs=args.warmup_epochs, max_steps=-1, output_dir=os.path.join(args.output_dir, "warmup"),
+            save_strategy="no", eval_strategy="no", report_to=[], push_to_hub=False, load_best_model_at_end=False,
+            warmup_source=None)
+        logger.info("Warm-up: %g epoch(s) of logit distillation on %d generic text lines", args.warmup_epochs, len(data))
+        warm = SageTrainer(model=self.model, args=warm_args, teacher_model=self.teacher, train_dataset=data,
+                           processing_class=self.processing_class)
+        result = warm.train()
+        self.warmup_metrics = {"warmup_steps": warm.state.global_step, "warmup_loss": result.training_loss,
+                               "warmup_examples": len(data)}
+        self._warmed_up = True
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        checkpoint = self._resolve_checkpoint(resume_from_checkpoint)
+        if self.sage_engine is not None and checkpoint is not None:
+            self.sage_engine.load(checkpoint)
+        elif (self.sage_engine is not None and self.args.warmup_source and self.args.warmup_epochs > 0
+              and not self._warmed_up):
+            self.warm_up()
+        return super().train(resume_from_checkpoint=checkpoint, trial=trial,
+                             ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
+    def _resolve_checkpoint(self, resume_from_checkpoint):
+        if resume_from_checkpoint is True or (isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint):
+            from transformers.trainer_utils import get_last_checkpoint
+
+            last = get_last_checkpoint(self.args.output_dir)
+            if last is None:
+                raise ValueError(f"No checkpoint found in output_dir ({self.args.output_dir}) to resume from.")
+            return last
+        return resume_from_checkpoint or None
 
     # ---- teacher -------------------------------------------------------------------------------------
     def _prepare_teacher(self, teacher: TeacherInterface) -> TeacherInterface:
@@ -113,6 +185,8 @@ class SageTrainer(Trainer):
             )
         if mask is None:
             mask = torch.ones(vectors.shape[:2], dtype=torch.long, device=vectors.device)
+        if inputs.get("shift") is not None:  # lazy synthetic example: anchor's layer-1 sequence + shift
+            vectors = add_shift(vectors, inputs["shift"], mask)
         cached = inputs.get("teacher_logits")
         if cached is not None:
             num_labels = self.model.config.num_labels

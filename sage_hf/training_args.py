@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .anchors import VALID_POLICIES
 from .losses import KD_LOSSES
+from .reducers import VALID_INVERSE_BACKENDS, VALID_METRICS, VALID_REDUCERS
+
+SYNTHESIS_MODES = ("replace", "augment")
+REGENERATE = ("every_epoch", "once")
+POOLINGS = ("mean", "first")
 
 
 @dataclass
@@ -39,6 +46,69 @@ class SageTrainingArguments(TrainingArguments):
         default=64, metadata={"help": "Batch size of teacher-only passes (caching logits, scoring, labelling)."}
     )
 
+    # ---- SAGE rounds ---------------------------------------------------------------------------------
+    sage: bool = field(
+        default=True,
+        metadata={"help": "Run SAGE rounds (synthetic examples each epoch); False gives plain logit distillation."},
+    )
+    reducer: str = field(
+        default="umap", metadata={"help": f"Map from pooled layer-1 vectors to a small space: {VALID_REDUCERS}."}
+    )
+    n_components: int = field(default=2, metadata={"help": "Dimensions of the reduced map (the paper: 2)."})
+    n_neighbors: int = field(default=100, metadata={"help": "UMAP n_neighbors (the paper: 100)."})
+    reducer_metric: str = field(default="euclidean", metadata={"help": f"UMAP input metric: {VALID_METRICS}."})
+    pooling: str = field(
+        default="mean", metadata={"help": "How a layer-1 sequence becomes one vector for the map: 'mean' or 'first'."}
+    )
+    anchor_policy: str = field(
+        default="top",
+        metadata={"help": f"How anchors are chosen from per-example losses: {VALID_POLICIES} ('random' is the ablation)."},
+    )
+    anchor_fraction: float = field(
+        default=0.2, metadata={"help": "With anchor_policy='top': the top fraction of examples by loss that anchor."}
+    )
+    sample_neighbors: int = field(
+        default=10, metadata={"help": "k: a synthetic point lies between its anchor and one of its k nearest neighbours."}
+    )
+    jitter: float = field(
+        default=0.1, metadata={"help": "Jitter of sampled points, as a fraction of the local neighbour distance (0..1)."}
+    )
+    shift_scale: float = field(
+        default=1.0, metadata={"help": "Scale of the layer-1 shift (inverted vector - anchor's pooled vector); 1 = paper."}
+    )
+    synthetic_count: int | None = field(
+        default=None, metadata={"help": "Synthetic examples per round (default: as many as real examples)."}
+    )
+    synthesis_mode: str = field(
+        default="replace",
+        metadata={"help": "'replace': each epoch trains on the synthetic set only (the paper); 'augment': real + synthetic."},
+    )
+    regenerate: str = field(
+        default="every_epoch", metadata={"help": "'every_epoch' (adaptive, the paper) or 'once' (the ablation)."}
+    )
+    inversion_backend: str = field(
+        default="fast", metadata={"help": "'fast' (batched, sage-hf) or 'umap-learn' (its inverse_transform, slow)."}
+    )
+    agreement_threshold: float = field(
+        default=0.99, metadata={"help": "Stop when the student's argmax agrees with the teacher's on this share of the real set."}
+    )
+    max_rounds: int = field(default=10, metadata={"help": "Most SAGE rounds (synthetic sets) generated in one run."})
+    warmup_source: str | None = field(
+        default=None,
+        metadata={"help": "Unlabeled generic text for the warm-up: a text file, a folder of them, or a datasets name."},
+    )
+    warmup_epochs: float = field(default=1.0, metadata={"help": "Warm-up epochs on warmup_source (0 skips it)."})
+    warmup_max_samples: int | None = field(default=20000, metadata={"help": "Most warm-up text lines used."})
+    warmup_max_length: int = field(default=128, metadata={"help": "Token limit of a warm-up line."})
+    map_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where fitted maps are cached and reused across rounds and runs (default ~/.cache/sage_hf/maps)."},
+    )
+    save_round_plots: bool = field(default=True, metadata={"help": "Write a PNG of the loss map per round."})
+    decode_examples: int = field(
+        default=3, metadata={"help": "Synthetic examples decoded to nearest tokens in each round's log (0: none)."}
+    )
+
     def __post_init__(self):
         super().__post_init__()
         if not self.temperature > 0:
@@ -53,3 +123,50 @@ class SageTrainingArguments(TrainingArguments):
             raise ValueError(f"interface_layer must be >= 0, got {self.interface_layer}.")
         if self.teacher_batch_size < 1:
             raise ValueError(f"teacher_batch_size must be >= 1, got {self.teacher_batch_size}.")
+        _one_of("reducer", self.reducer, VALID_REDUCERS)
+        _one_of("reducer_metric", self.reducer_metric, VALID_METRICS)
+        _one_of("pooling", self.pooling, POOLINGS)
+        _one_of("anchor_policy", self.anchor_policy, VALID_POLICIES)
+        _one_of("synthesis_mode", self.synthesis_mode, SYNTHESIS_MODES)
+        _one_of("regenerate", self.regenerate, REGENERATE)
+        _one_of("inversion_backend", self.inversion_backend, VALID_INVERSE_BACKENDS)
+        if self.n_components < 1:
+            raise ValueError(f"n_components must be >= 1, got {self.n_components}.")
+        if self.n_neighbors < 2:
+            raise ValueError(f"n_neighbors must be >= 2, got {self.n_neighbors}.")
+        if not 0 < self.anchor_fraction <= 1:
+            raise ValueError(f"anchor_fraction must be in (0, 1], got {self.anchor_fraction}.")
+        if self.sample_neighbors < 1:
+            raise ValueError(f"sample_neighbors must be >= 1, got {self.sample_neighbors}.")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError(f"jitter must be in [0, 1], got {self.jitter}.")
+        if self.shift_scale < 0:
+            raise ValueError(f"shift_scale must be >= 0, got {self.shift_scale}.")
+        if self.synthetic_count is not None and self.synthetic_count < 0:
+            raise ValueError(f"synthetic_count must be >= 0, got {self.synthetic_count}.")
+        if self.synthetic_count == 0 and self.synthesis_mode == "replace":
+            raise ValueError("synthetic_count=0 with synthesis_mode='replace' would leave nothing to train on: "
+                             "use synthesis_mode='augment' or a positive synthetic_count.")
+        if not 0 < self.agreement_threshold <= 1:
+            raise ValueError(f"agreement_threshold must be in (0, 1], got {self.agreement_threshold}.")
+        if self.max_rounds < 1:
+            raise ValueError(f"max_rounds must be >= 1, got {self.max_rounds}.")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}.")
+        if self.warmup_source is not None:
+            _check_warmup_source(self.warmup_source)
+
+
+def _one_of(name: str, value, valid) -> None:
+    if value not in valid:
+        raise ValueError(f"Unknown {name} '{value}': choose one of {', '.join(valid)}.")
+
+
+def _check_warmup_source(source: str) -> None:
+    """A local path must exist; 'owner/name' without a leading './' or '/' may be a Hub dataset."""
+    if os.path.exists(source):
+        return
+    looks_like_hub_id = source.count("/") == 1 and not source.startswith((".", "/", "~"))
+    if not looks_like_hub_id:
+        raise ValueError(f"The warm-up source '{source}' does not exist (give a text file, a folder of text files, "
+                         "or a datasets name).")

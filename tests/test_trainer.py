@@ -22,7 +22,7 @@ from conftest import tiny_dataset, tiny_teacher
 def make_args(tmp_path, **overrides):
     defaults = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, per_device_eval_batch_size=16,
                     learning_rate=1e-3, num_train_epochs=1, report_to=[], use_cpu=True, disable_tqdm=True,
-                    save_strategy="no", logging_strategy="no", seed=0, data_seed=0)
+                    save_strategy="no", logging_strategy="no", seed=0, data_seed=0, sage=False)
     defaults.update(overrides)
     return SageTrainingArguments(**defaults)
 

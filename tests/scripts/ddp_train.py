@@ -17,7 +17,7 @@ teacher = tiny_teacher("bert", num_layers=2, sharpen=10.0)
 student = SageStudentForSequenceClassification.from_teacher(teacher, num_layers=1)
 args = SageTrainingArguments(output_dir=out_dir, per_device_train_batch_size=4, num_train_epochs=2, learning_rate=1e-3,
                              report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="no", seed=0,
-                             logging_strategy="no", ddp_backend="gloo")
+                             logging_strategy="no", ddp_backend="gloo", sage=False)
 trainer = SageTrainer(model=student, args=args, teacher_model=teacher, train_dataset=tiny_dataset(32))
 trainer.train()
 digest = hashlib.sha256()

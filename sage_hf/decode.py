@@ -1,0 +1,64 @@
+"""Read a synthetic example: the nearest vocabulary token to each of its layer-1 vectors, position by position.
+
+This answers the paper's open question of what synthetic points "are": each position's vector is compared with
+what the teacher's input layer gives for every vocabulary token at that position (and segment).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .collator import SageDataCollator
+
+
+@torch.no_grad()
+def nearest_tokens(teacher, vectors: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                   chunk: int = 8192) -> list[int]:
+    """Token id whose input-layer vector at the same position is nearest (L2) to each row of `vectors` (seq, H)."""
+    if teacher.interface_layer != 0:
+        raise ValueError("Decoding needs the input-layer interface (interface_layer=0).")
+    base = teacher.base
+    emb = base.embeddings
+    project = getattr(base, "embeddings_project", None)
+    vocab = emb.word_embeddings.num_embeddings
+    device = vectors.device
+    offset = 0
+    if teacher.config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        offset = teacher.config.pad_token_id + 1  # RoBERTa positions start after the padding index
+    kwargs_tt = teacher.config.model_type not in ("distilbert",)
+    out = []
+    for pos in range(vectors.shape[0]):
+        best, best_d = 0, float("inf")
+        for start in range(0, vocab, chunk):
+            ids = torch.arange(start, min(vocab, start + chunk), device=device).unsqueeze(1)
+            kw = {"position_ids": torch.full_like(ids, pos + offset)}
+            if kwargs_tt:
+                tt = 0 if token_type_ids is None else int(token_type_ids[pos])
+                kw["token_type_ids"] = torch.full_like(ids, tt)
+            cand = emb(input_ids=ids, **kw)
+            if project is not None:
+                cand = project(cand)
+            d = (cand[:, 0] - vectors[pos]).pow(2).sum(-1)
+            i = int(d.argmin())
+            if float(d[i]) < best_d:
+                best, best_d = start + i, float(d[i])
+        out.append(best)
+    return out
+
+
+@torch.no_grad()
+def decode_synthetic(engine, tokenizer, count: int = 3) -> list[str]:
+    """'anchor text => decoded synthetic text' for the first `count` synthetic entries of the buffer."""
+    buf = engine.buffer
+    slots = torch.nonzero(buf.synthetic).flatten()[:count].tolist()
+    device = next(engine.teacher.parameters()).device
+    lines = []
+    for slot in slots:
+        src = int(buf.source[slot])
+        batch = SageDataCollator()([{k: v[src] for k, v in engine.features.items()}])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        vectors = engine.materialise(batch, buf.shift[slot:slot + 1].to(device))[0]
+        ids = nearest_tokens(engine.teacher, vectors, batch.get("token_type_ids", [None])[0])
+        anchor = tokenizer.decode(batch["input_ids"][0], skip_special_tokens=True)
+        lines.append(f"{anchor!r} => {tokenizer.decode(ids, skip_special_tokens=True)!r}")
+    return lines

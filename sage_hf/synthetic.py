@@ -1,0 +1,93 @@
+"""The training set SAGE swaps each epoch: a fixed-length buffer of lazy (source example, shift) entries.
+
+Trainer builds its dataloader (and the LR schedule from its length) once per `train()` call, so the set cannot
+be swapped by assigning `trainer.train_dataset`. The buffer keeps its length and is refilled *in place*; its
+tensors live in shared memory so dataloader workers, persistent ones too, read the new entries.
+
+A synthetic example is lazy: the index of its real source (anchor) example plus one shift vector; the trainer
+materialises `layer1(anchor tokens) + shift` on the anchor's real tokens. Memory grows with N x hidden, not
+N x seq_len x hidden.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+@dataclass
+class SyntheticSet:
+    """One round's output: per entry, its source real example, shift (already scaled) and teacher logits."""
+
+    source: torch.Tensor  # (m,) long, indices into the real training set
+    shift: torch.Tensor  # (m, hidden) float32; zeros for real examples
+    teacher_logits: torch.Tensor  # (m, num_labels) float32
+    synthetic: torch.Tensor  # (m,) bool: False for an untouched real example
+
+    def __len__(self) -> int:
+        return int(self.source.shape[0])
+
+    def digest(self) -> str:
+        """Content hash: equal on every rank, and between a resumed and an uninterrupted run."""
+        h = hashlib.sha256()
+        for t in (self.source, self.shift, self.teacher_logits, self.synthetic):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    @classmethod
+    def real(cls, indices, teacher_logits: torch.Tensor, hidden: int) -> "SyntheticSet":
+        indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        return cls(indices, torch.zeros(len(indices), hidden), teacher_logits[indices].float(),
+                   torch.zeros(len(indices), dtype=torch.bool))
+
+    @staticmethod
+    def concat(a: "SyntheticSet", b: "SyntheticSet") -> "SyntheticSet":
+        return SyntheticSet(*(torch.cat([x, y]) for x, y in zip(
+            (a.source, a.shift, a.teacher_logits, a.synthetic), (b.source, b.shift, b.teacher_logits, b.synthetic))))
+
+
+class SageTrainBuffer(Dataset):
+    """A map-style dataset of fixed length whose entries are replaced in place between epochs."""
+
+    def __init__(self, real_features: dict[str, list], labels: list | None, length: int, hidden: int, num_labels: int):
+        if length < 1:
+            raise ValueError(f"The SAGE training buffer needs at least one entry, got length={length}.")
+        self.real = real_features  # column -> list of per-example token lists (input_ids, attention_mask, ...)
+        self.labels = labels
+        self.length = length
+        self.source = torch.zeros(length, dtype=torch.long).share_memory_()
+        self.shift = torch.zeros(length, hidden).share_memory_()
+        self.teacher_logits = torch.zeros(length, num_labels).share_memory_()
+        self.synthetic = torch.zeros(length, dtype=torch.bool).share_memory_()
+        self.generation = torch.zeros(1, dtype=torch.long).share_memory_()  # bumped by every fill
+
+    def __len__(self) -> int:
+        return self.length
+
+    def fill(self, entries: SyntheticSet) -> None:
+        if len(entries) != self.length:
+            raise ValueError(f"A round produced {len(entries)} entries for a buffer of length {self.length}.")
+        self.source.copy_(entries.source)
+        self.shift.copy_(entries.shift)
+        self.teacher_logits.copy_(entries.teacher_logits)
+        self.synthetic.copy_(entries.synthetic)
+        self.generation += 1
+
+    def contents(self) -> SyntheticSet:
+        return SyntheticSet(self.source.clone(), self.shift.clone(), self.teacher_logits.clone(), self.synthetic.clone())
+
+    def __getitem__(self, i: int) -> dict:
+        src = int(self.source[i])
+        item = {name: column[src] for name, column in self.real.items()}
+        item["shift"] = self.shift[i]
+        item["teacher_logits"] = self.teacher_logits[i]
+        # Example ids let tests (and users) see what a step trained on: the real index, or -(1 + slot) if synthetic.
+        item["example_id"] = torch.tensor(-(1 + i) if bool(self.synthetic[i]) else src)
+        if self.labels is not None:
+            label = self.labels[src] if not bool(self.synthetic[i]) else -100
+            item["labels"] = torch.tensor(label)
+        return item
