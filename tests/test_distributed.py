@@ -22,3 +22,18 @@ def test_two_process_training_keeps_ranks_in_sync(tmp_path):
     assert [r["global_step"] for r in reports] == [8, 8]
     assert reports[0]["weights_sha256"] == reports[1]["weights_sha256"]
     assert reports[0]["teacher_wrapped"] == "TeacherInterface"  # never DDP-wrapped: it has no gradients
+
+
+def test_two_process_sage_rounds_draw_the_same_synthetic_set_on_every_rank(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(TESTS / "scripts" / "ddp_sage.py"), str(tmp_path), str(TESTS)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    reports = [json.loads((tmp_path / f"sage_rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in reports] == [2, 2]
+    assert len(reports[0]["digests"]) == 3  # a round before epoch 1 and after epochs 1 and 2
+    assert reports[0]["digests"] == reports[1]["digests"]
+    assert reports[0]["agreements"] == reports[1]["agreements"]  # scores gathered from both shards
+    assert reports[0]["buffer_digest"] == reports[1]["buffer_digest"]
+    assert [r["global_step"] for r in reports] == [12, 12]  # 64 examples / (2 ranks x 8) x 3 epochs

@@ -1,0 +1,26 @@
+"""Launched with 2 processes by tests/test_distributed.py: SAGE rounds under DDP, digests reported per rank."""
+
+import json
+import sys
+
+sys.path.insert(0, sys.argv[2])
+
+from conftest import tiny_dataset, tiny_teacher  # noqa: E402
+from sage_hf import SageStudentForSequenceClassification, SageTrainer, SageTrainingArguments  # noqa: E402
+
+out_dir = sys.argv[1]
+teacher = tiny_teacher("bert", num_layers=2, sharpen=20.0, dropout=0.0)
+student = SageStudentForSequenceClassification.from_teacher(teacher, num_layers=1, init="random")
+args = SageTrainingArguments(output_dir=out_dir, per_device_train_batch_size=8, num_train_epochs=3, learning_rate=2e-3,
+                             report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="no", seed=0,
+                             logging_strategy="no", ddp_backend="gloo", reducer="pca", n_neighbors=10,
+                             sample_neighbors=5, map_cache_dir=f"{out_dir}/maps", save_round_plots=False,
+                             decode_examples=0, agreement_threshold=1.0)
+trainer = SageTrainer(model=student, args=args, teacher_model=teacher, train_dataset=tiny_dataset(64))
+trainer.train()
+report = {"rank": trainer.args.process_index, "world_size": trainer.args.world_size,
+          "digests": [h["digest"] for h in trainer.sage_engine.history],
+          "agreements": [h["agreement"] for h in trainer.sage_engine.history],
+          "buffer_digest": trainer.sage_engine.buffer.contents().digest(), "global_step": trainer.state.global_step}
+with open(f"{out_dir}/sage_rank{report['rank']}.json", "w") as f:
+    json.dump(report, f)
