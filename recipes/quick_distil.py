@@ -2,8 +2,10 @@
 
     python recipes/quick_distil.py --glue_dir ../shared/data/glue
 
-Plain logit distillation with SageTrainer (the SAGE rounds come with the engine); writes the exported
-standard student to <output_dir>/student and its dev metrics to <output_dir>/all_results.json.
+Distils with SAGE rounds (UMAP map of layer-1 vectors, synthetic examples near the high-loss ones, swapped
+in each epoch; `--no_sage` for plain logit distillation); writes the exported standard student to
+<output_dir>/student, the per-round loss maps to <output_dir>/student_run/sage_rounds and the dev metrics to
+<output_dir>/all_results.json.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ def main() -> None:
     parser.add_argument("--student_epochs", type=float, default=3.0)
     parser.add_argument("--student_num_layers", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no_sage", action="store_true", help="plain logit distillation, no SAGE rounds")
+    parser.add_argument("--synthesis_mode", default="replace", choices=["replace", "augment"])
+    parser.add_argument("--warmup_source", default=None, help="generic text for the warm-up (e.g. wikitext-2-raw)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.manual_seed(args.seed)
@@ -82,7 +87,9 @@ def main() -> None:
     student = SageStudentForSequenceClassification.from_teacher(teacher, num_layers=args.student_num_layers)
     sage_args = SageTrainingArguments(output_dir=str(out / "student_run"), num_train_epochs=args.student_epochs,
                                       per_device_train_batch_size=32, learning_rate=1e-4, temperature=2.0,
-                                      eval_strategy="epoch", **common)
+                                      eval_strategy="epoch", sage=not args.no_sage,
+                                      synthesis_mode=args.synthesis_mode, warmup_source=args.warmup_source,
+                                      warmup_max_samples=2000, **common)
     trainer = SageTrainer(model=student, args=sage_args, teacher_model=teacher, train_dataset=train, eval_dataset=dev,
                           processing_class=tokenizer, compute_metrics=metrics_fn)
     trainer.train()
@@ -96,6 +103,8 @@ def main() -> None:
         "train_samples": len(train),
         "teacher_parameters": sum(p.numel() for p in teacher_model.parameters()),
         "student_parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "sage_rounds": trainer.sage_engine.round if trainer.sage_engine else 0,
+        "stop_reason": trainer.sage_engine.stop_reason if trainer.sage_engine else None,
         "wall_s": round(time.time() - start, 1),
     }
     (out / "all_results.json").write_text(json.dumps(results, indent=2))

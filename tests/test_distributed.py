@@ -9,13 +9,18 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent
 
 
-def test_two_process_training_keeps_ranks_in_sync(tmp_path):
+def launch_two_processes(script: str, tmp_path: Path, report: str) -> list[dict]:
+    """Run tests/scripts/<script> as 2 gloo processes; return each rank's JSON report."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(TESTS / "scripts" / "ddp_train.py"), str(tmp_path), str(TESTS)]
+           str(TESTS / "scripts" / script), str(tmp_path), str(TESTS)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return [json.loads((tmp_path / f"{report}{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_two_process_training_keeps_ranks_in_sync(tmp_path):
+    reports = launch_two_processes("ddp_train.py", tmp_path, "rank")
     assert [r["world_size"] for r in reports] == [2, 2]
     assert [r["dist_world_size"] for r in reports] == [2, 2]
     # 32 examples, 2 ranks x 4 per device = 8 per step, 2 epochs
@@ -25,12 +30,7 @@ def test_two_process_training_keeps_ranks_in_sync(tmp_path):
 
 
 def test_two_process_sage_rounds_draw_the_same_synthetic_set_on_every_rank(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(TESTS / "scripts" / "ddp_sage.py"), str(tmp_path), str(TESTS)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    reports = [json.loads((tmp_path / f"sage_rank{r}.json").read_text()) for r in (0, 1)]
+    reports = launch_two_processes("ddp_sage.py", tmp_path, "sage_rank")
     assert [r["world_size"] for r in reports] == [2, 2]
     assert len(reports[0]["digests"]) == 3  # a round before epoch 1 and after epochs 1 and 2
     assert reports[0]["digests"] == reports[1]["digests"]

@@ -230,3 +230,13 @@ def test_equal_losses_fall_back_to_uniform_anchors(tmp_path):
         report = trainer.sage_engine.run_round(trainer.model, np.full(96, 0.5, np.float32), np.zeros(96, bool),
                                                epoch=1.0, step=1)
     assert report.anchor_fallback
+
+
+def test_generate_once_keeps_the_first_set(tmp_path):
+    trainer = make_trainer(tmp_path, cls=RecordingTrainer, num_train_epochs=3, regenerate="once")
+    trainer.train()
+    assert trainer.sage_engine.round == 1
+    first = torch.cat([i for i, _ in trainer.seen[0]]).sort().values
+    last = torch.cat([i for i, _ in trainer.seen[2]]).sort().values
+    assert torch.equal(first, last) and (last < 0).all()
+    assert [h["sage/agreement"] is not None for h in trainer.state.log_history if "sage/agreement" in h]
