@@ -169,6 +169,8 @@ class SageTrainer(Trainer):
         teacher.requires_grad_(False)
         teacher.eval()
         teacher.to(device=self.args.device, dtype=self.model.dtype)
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return teacher  # a full replica per rank: sharding a frozen model only adds communication
         # evaluation_mode: placed on the device, never wrapped for gradient sync (it has no gradients).
         return self.accelerator.prepare_model(teacher, evaluation_mode=True)
 
