@@ -102,7 +102,7 @@ class DataArguments:
 PRESETS = {
     "quick": {"max_train_samples": 2000, "max_seq_length": 64, "teacher_epochs": 2.0, "num_train_epochs": 3.0,
               "learning_rate": 1e-4, "per_device_train_batch_size": 32, "per_device_eval_batch_size": 64,
-              "warmup_max_samples": 2000,
+              "warmup_max_samples": 1000, "warmup_max_length": 64,
               "eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 2, "logging_steps": 20},
     "full": {"max_seq_length": 128, "teacher_epochs": 3.0, "num_train_epochs": 10.0, "learning_rate": 1e-4,
              "per_device_train_batch_size": 32, "per_device_eval_batch_size": 128, "eval_strategy": "epoch",

@@ -154,6 +154,51 @@ class SageTrainer(Trainer):
         return super().train(resume_from_checkpoint=checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 
+    # ---- saving and the Hub: the standard student is what gets published --------------------------------
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict)
+        from transformers.trainer import TRAINING_ARGS_NAME
+
+        from .hub import strip_tokens
+
+        # Trainer pickles its arguments, hub_token included; keep the token out of every saved folder.
+        torch.save(strip_tokens(self.args), os.path.join(output_dir or self.args.output_dir, TRAINING_ARGS_NAME))
+
+    def export_student(self, folder: str | os.PathLike | None = None, **card_kwargs) -> Path:
+        """The standard student (teacher input layer + student layers), tokenizer and model card in `folder`."""
+        from .export import export_student
+
+        folder = Path(folder or os.path.join(self.args.output_dir, "student"))
+        student = self.accelerator.unwrap_model(self.model)
+        export_student(student, self.teacher, folder, tokenizer=self.processing_class)
+        try:
+            from .model_card import write_student_card
+
+            write_student_card(self, folder, **card_kwargs)
+        except ImportError:  # the card module is optional for exporting
+            logger.warning("No model card written (sage_hf.model_card unavailable).")
+        return folder
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
+                    token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
+        """Push the exported *standard* student (never the headless one), tokenizer, card and pictures."""
+        from .hub import push_folder_to_hub
+
+        if not self.args.hub_model_id:
+            raise ValueError("push_to_hub needs SageTrainingArguments(hub_model_id='you/model-name').")
+        if not self.is_world_process_zero():
+            return None
+        folder = self.export_student(os.path.join(self.args.output_dir, "student"), **kwargs)
+        return push_folder_to_hub(folder, self.args.hub_model_id, token=token or self.args.hub_token,
+                                  private=private if private is not None else self.args.hub_private_repo,
+                                  commit_message=commit_message or "Upload SAGE student",
+                                  revision=revision or self.args.hub_revision)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """hub_strategy pushes during training publish the current standard student too."""
+        if self.is_world_process_zero():
+            self.push_to_hub(commit_message=f"Training in progress, step {self.state.global_step}")
+
     def _resolve_checkpoint(self, resume_from_checkpoint):
         if resume_from_checkpoint is True or (isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint):
             from transformers.trainer_utils import get_last_checkpoint
