@@ -361,33 +361,34 @@ def main(argv: list[str] | None = None) -> dict:
                     "train_samples": len(train), "wall_s": round(time.time() - start, 1)})
     trainer.save_metrics("all", metrics)
     if trainer.is_world_process_zero():
-        write_student(trainer, teacher, tokenizer, training_args, data_args, metric_task, labels, metrics,
-                      teacher_results, data["validation"] if "validation" in data else None)
+        write_student(trainer, training_args, data_args, metric_task, metrics, teacher_results, raw)
     logger.info("Done in %.0fs: %s", time.time() - start, json.dumps(
         {k: v for k, v in metrics.items() if k.startswith(("eval_", "teacher_")) or k.startswith("sage")}))
     return metrics
 
 
-def write_student(trainer, teacher, tokenizer, training_args, data_args, metric_task, labels, metrics,
-                  teacher_results, eval_dataset) -> Path:
+def write_student(trainer, training_args, data_args, metric_task, metrics, teacher_results, raw) -> Path:
     """The standard student, tokenizer and model card in <output_dir>/student (pushed with --push_to_hub)."""
     folder = Path(training_args.output_dir) / "student"
-    export_student(trainer.accelerator.unwrap_model(trainer.model), teacher, folder, tokenizer=tokenizer)
-    try:
-        from sage_hf.model_card import write_student_card
-
-        write_student_card(trainer, folder, task_name=metric_task or "custom", metrics=metrics,
-                           teacher_metrics=teacher_results, subsampled=data_args.max_train_samples,
-                           tokenizer=tokenizer)
-    except ImportError:
-        logger.warning("sage_hf.model_card is not available: no model card written")
-    logger.info("Standard student written to %s", folder)
-    if training_args.push_to_hub:
-        from sage_hf.hub import push_folder_to_hub
-
-        url = push_folder_to_hub(folder, training_args.hub_model_id, token=training_args.hub_token,
-                                 private=bool(training_args.hub_private_repo))
-        logger.info("Pushed the student to %s", url)
+    task = get_task(metric_task) if metric_task else None
+    n_train = metrics.get("train_samples")
+    subsampled = None
+    if data_args.max_train_samples is not None and task is not None:
+        subsampled = (f"trained on {n_train:,} of the task's training examples (preset '{data_args.preset}'), "
+                      "so its figures are below what the whole task gives")
+    eval_split = "validation" if "validation" in raw else next((s for s in raw if s.startswith("validation")), None)
+    texts = list(raw[eval_split][task.text_columns[0]][:64]) if task is not None and eval_split else None
+    card = dict(task_name=metric_task or "custom", dataset_id=data_args.dataset_name if task else data_args.train_file,
+                dataset_name=f"GLUE {task.folder}" if task else Path(data_args.train_file).name,
+                dataset_config=metric_task, metrics={k: v for k, v in metrics.items() if k.startswith("eval_")},
+                teacher_metrics=teacher_results, subsampled=subsampled,
+                speed_texts=texts)
+    if training_args.push_to_hub:  # exports into <output_dir>/student, then uploads that folder
+        url = trainer.push_to_hub(commit_message="Upload SAGE student", **card)
+        logger.info("Standard student written to %s and pushed to %s", folder, url)
+    else:
+        trainer.export_student(folder, **card)
+        logger.info("Standard student written to %s", folder)
     return folder
 
 

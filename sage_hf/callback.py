@@ -46,6 +46,12 @@ class SageCallback(TrainerCallback, ExportableState):
         return control
 
     # ---- one round -----------------------------------------------------------------------------------
+    def _log(self, control, logs: dict) -> None:
+        # Trainer.log() clears control.should_log; keep the epoch's own training-loss log that may be due.
+        should_log = control.should_log
+        self.trainer.log(logs)
+        control.should_log = should_log
+
     def _round(self, args, state, control, epoch: float, generate: bool = True):
         trainer, engine = self.trainer, self.engine
         student = trainer.accelerator.unwrap_model(trainer.model)
@@ -58,12 +64,12 @@ class SageCallback(TrainerCallback, ExportableState):
                                   f"training set after epoch {epoch:.2f}")
             control.should_training_stop = True
             logger.info("SAGE stops: %s", engine.stop_reason)
-            trainer.log({"sage/agreement": rate, "sage/mean_loss": float(losses.mean()), "sage/stopped": 1.0})
+            self._log(control, {"sage/agreement": rate, "sage/mean_loss": float(losses.mean()), "sage/stopped": 1.0})
             return
         if not generate:
             if state.global_step >= state.max_steps and engine.stop_reason is None:
                 engine.stop_reason = f"epoch limit reached ({args.num_train_epochs:g} epochs, {engine.round} rounds)"
-            trainer.log({"sage/agreement": rate, "sage/mean_loss": float(losses.mean())})
+            self._log(control, {"sage/agreement": rate, "sage/mean_loss": float(losses.mean())})
             return
         report = engine.run_round(student, losses, agreement, epoch=epoch, step=state.global_step, score_seconds=score_s)
         if args.decode_examples and trainer.processing_class is not None and trainer.teacher.interface_layer == 0:
@@ -82,7 +88,7 @@ class SageCallback(TrainerCallback, ExportableState):
         logs = {"sage/round": report.round, "sage/agreement": report.agreement, "sage/mean_loss": report.mean_loss,
                 "sage/anchors_mean_loss": report.anchors_mean_loss, "sage/synthetic": report.synthetic_count}
         logs.update({f"sage/seconds_{k}": v for k, v in report.seconds.items()})
-        trainer.log(logs)
+        self._log(control, logs)
 
     # ---- ExportableState: saved in trainer_state.json with every checkpoint --------------------------
     def state(self) -> dict:

@@ -48,7 +48,7 @@ class SageTrainer(Trainer):
 
     _tag_names = ["sage", "knowledge-distillation"]
     _paper = {
-        "title": "SAGE: Synthetic Adaptive Guided Embeddings for knowledge distillation",
+        "title": "Synthetic Adaptive Guided Embeddings (SAGE): A Novel Knowledge Distillation Method",
         "id": "2508.14783",
     }
     # compute_loss divides by the example count of the whole accumulated batch itself.
@@ -168,15 +168,12 @@ class SageTrainer(Trainer):
         """The standard student (teacher input layer + student layers), tokenizer and model card in `folder`."""
         from .export import export_student
 
+        from .model_card import write_student_card
+
         folder = Path(folder or os.path.join(self.args.output_dir, "student"))
         student = self.accelerator.unwrap_model(self.model)
-        export_student(student, self.teacher, folder, tokenizer=self.processing_class)
-        try:
-            from .model_card import write_student_card
-
-            write_student_card(self, folder, **card_kwargs)
-        except ImportError:  # the card module is optional for exporting
-            logger.warning("No model card written (sage_hf.model_card unavailable).")
+        exported = export_student(student, self.teacher, folder, tokenizer=self.processing_class)
+        write_student_card(self, folder, student_model=exported, **card_kwargs)
         return folder
 
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,

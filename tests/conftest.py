@@ -96,9 +96,11 @@ def glue_dir() -> Path:
 
 def tiny_tokenizer(tmp_path: Path):
     """A word-level BERT tokenizer over a 99-token vocabulary ('w5' ... 'w98'), written to `tmp_path`."""
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizer
 
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(5, VOCAB)]
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(words) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    tokenizer = BertTokenizer(vocab=str(vocab), do_lower_case=True)  # `vocab_file=` is ignored in transformers 5
+    assert len(tokenizer) == VOCAB and tokenizer("w5 w6")["input_ids"] == [2, 5, 6, 3]
+    return tokenizer

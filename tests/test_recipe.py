@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO, tiny_teacher, tiny_tokenizer
+from hub_server import local_hub  # noqa: F401  (fixture)
 
 RECIPE = REPO / "recipes" / "run_glue_sage.py"
 
@@ -66,6 +67,12 @@ def test_tiny_run_writes_student_results_and_reuses_teacher(tiny_setup, tmp_path
     from transformers import AutoModelForSequenceClassification
 
     assert type(AutoModelForSequenceClassification.from_pretrained(student)).__name__ == "BertForSequenceClassification"
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(student / "README.md")
+    assert "sage" in card.data.tags and card.data.eval_results[0].metric_type == "accuracy"
+    assert abs(card.data.eval_results[0].metric_value - metrics["eval_accuracy"]) < 1e-9
+    assert "CPU" in card.text and str(metrics["sage_rounds"]) in card.text
     # same settings, fresh output: the teacher stage is not run again
     teacher_dirs = list(out.glob("teacher-*"))
     assert len(teacher_dirs) == 1
@@ -174,3 +181,19 @@ def test_two_cpu_processes_write_one_student(tiny_setup, tmp_path):
     state = json.loads(sorted(out.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
     assert state["global_step"] == 4 * state["epoch"]  # 64 examples / (2 ranks x 8): 4 steps an epoch, not 8
     assert (out / "student" / "model.safetensors").is_file()
+
+
+def test_push_to_hub_uploads_student_and_card(tiny_setup, tmp_path, local_hub):
+    recipe = load_recipe()
+    repo = f"{local_hub.user}/tiny-sst2-sage"
+    recipe.main(tiny_argv(tiny_setup, tmp_path / "o", "--push_to_hub", "true", "--hub_model_id", repo,
+                          "--hub_token", local_hub.token))
+    files = local_hub.files(repo)
+    assert {"README.md", "config.json", "model.safetensors", "tokenizer_config.json"} <= set(files)
+    assert all(local_hub.token.encode() not in blob for blob in local_hub.stored_objects())
+    for path in (tmp_path / "o").rglob("*"):
+        if path.is_file():
+            assert local_hub.token.encode() not in path.read_bytes(), path
+    from transformers import pipeline
+
+    assert pipeline("text-classification", model=repo)(["w5 w6 w7"])[0]["label"] in ("negative", "positive")

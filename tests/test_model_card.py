@@ -1,0 +1,214 @@
+"""Model cards: a tiny SAGE run, exported and carded, must read back through huggingface_hub's own parser."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from transformers import BertTokenizer
+
+from sage_hf import SageStudentForSequenceClassification, SageTrainer, SageTrainingArguments, TeacherInterface
+from sage_hf import export_student
+from sage_hf.model_card import (
+    CITATION,
+    SageModelCardData,
+    build_card_data,
+    measure_cpu_speed,
+    plot_training_curve,
+    render_model_card,
+)
+from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
+
+TOKEN = "hf_secretAbCdEfGhIjKlMnOpQrStUvWxYz0123"
+TEACHER_ID = "sage-tests/tiny-bert-teacher"
+DATASET_ID = "sage-tests/tiny-topics"
+TEXTS = ["w5 w6 w7 w8", "w9 w10", "w11 w12 w13 w14 w15 w16", "w20 w21 w22"]
+
+
+def word_tokenizer(tmp):
+    """conftest's tiny_tokenizer passes `vocab_file=`, which transformers 5 ignores (every word becomes [UNK]);
+    `vocab=` reads the file, so decoded synthetic examples read as words."""
+    tiny_tokenizer(tmp)  # writes vocab.txt
+    return BertTokenizer(vocab=str(tmp / "vocab.txt"), do_lower_case=True)
+
+
+def accuracy(pred) -> dict[str, float]:
+    return {"accuracy": float(np.mean(pred.predictions.argmax(-1) == pred.label_ids))}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One tiny 2-epoch SAGE run, exported and carded; shared by the tests below to keep them fast."""
+    tmp = tmp_path_factory.mktemp("card")
+    model = tiny_teacher("bert", num_layers=2, sharpen=20.0, dropout=0.0)
+    model.config._name_or_path = TEACHER_ID
+    model.config.id2label = {0: "sports", 1: "politics", 2: "science"}
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    teacher = TeacherInterface(model)
+    student = SageStudentForSequenceClassification.from_teacher(teacher, num_layers=1, init="random")
+    tokenizer = word_tokenizer(tmp)
+    assert tokenizer.decode(tokenizer("w5 w6")["input_ids"], skip_special_tokens=True) == "w5 w6"
+    data = tiny_dataset(96)
+    args = SageTrainingArguments(
+        output_dir=str(tmp / "out"), per_device_train_batch_size=16, num_train_epochs=2, learning_rate=2e-3,
+        report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="no", logging_strategy="steps",
+        logging_steps=2, eval_strategy="epoch", seed=0, data_seed=0, reducer="pca", n_neighbors=10, sample_neighbors=5,
+        map_cache_dir=str(tmp / "maps"), save_round_plots=True, decode_examples=2, agreement_threshold=1.0,
+        hub_token=TOKEN)
+    trainer = SageTrainer(model=student, args=args, teacher_model=teacher, train_dataset=data, eval_dataset=data,
+                          processing_class=tokenizer, compute_metrics=accuracy)
+    trainer.train()
+    metrics = trainer.evaluate()
+    with torch.no_grad():
+        batch = trainer.data_collator([{k: data[i][k] for k in ("input_ids", "attention_mask")} for i in range(96)])
+        teacher_preds = teacher(batch["input_ids"], batch["attention_mask"]).argmax(-1).numpy()
+    teacher_accuracy = float(np.mean(teacher_preds == np.array(data["label"])))
+
+    folder = tmp / "student"
+    exported = export_student(trainer.model, trainer.teacher, folder, tokenizer=tokenizer)
+    threads = torch.get_num_threads()
+    speed = measure_cpu_speed(exported, teacher, tokenizer, TEXTS, batch_sizes=(1, 4), repeats=3, num_threads=1)
+    assert torch.get_num_threads() == threads
+    card_data = build_card_data(
+        trainer, task_name="topics", dataset_id=DATASET_ID, dataset_name="Tiny Topics", metrics=metrics,
+        teacher_metrics={"accuracy": teacher_accuracy}, subsampled="96 training examples reused as validation",
+        speed=speed, model_id="sage-tests/tiny-sage-student", license="apache-2.0")
+    card = render_model_card(card_data, folder)
+    return {"trainer": trainer, "metrics": metrics, "exported": exported, "teacher": teacher, "speed": speed,
+            "card_data": card_data, "card": card, "folder": folder, "tokenizer": tokenizer,
+            "text": (folder / "README.md").read_text(encoding="utf-8")}
+
+
+def test_metadata_reads_back_through_huggingface_hub(run):
+    loaded = ModelCard.load(run["folder"] / "README.md")
+    data = loaded.data
+    assert data.base_model == TEACHER_ID
+    assert {"sage", "knowledge-distillation", "generated_from_trainer", "topics"} <= set(data.tags)
+    assert data.library_name == "transformers" and data.pipeline_tag == "text-classification"
+    assert data.license == "apache-2.0" and data.datasets == [DATASET_ID]
+    assert data.model_name == "tiny-sage-student"
+    results = {r.metric_type: r for r in data.eval_results}
+    assert set(results) == {"accuracy"}  # agreement with the teacher is not a task metric
+    acc = results["accuracy"]
+    assert acc.task_type == "text-classification"
+    assert (acc.dataset_type, acc.dataset_name, acc.dataset_split) == (DATASET_ID, "Tiny Topics", "validation")
+    assert acc.metric_value == pytest.approx(run["metrics"]["eval_accuracy"])
+
+
+def test_parameter_counts_describe_the_exported_student(run):
+    card_data: SageModelCardData = run["card_data"]
+    assert card_data.student_params == sum(p.numel() for p in run["exported"].parameters())
+    assert card_data.teacher_params == sum(p.numel() for p in run["teacher"].model.parameters())
+    assert card_data.student_params < card_data.teacher_params
+    assert (card_data.student_layers, card_data.teacher_layers) == (1, 2)
+    assert card_data.architecture == "BertForSequenceClassification"
+    assert f"{card_data.student_params:,}" in run["text"] and f"{card_data.teacher_params:,}" in run["text"]
+
+
+def test_pictures_are_written_and_referenced_relatively(run):
+    folder, text = run["folder"], run["text"]
+    for name in ("training_curve.png", "loss_map.png"):
+        assert (folder / name).stat().st_size > 1000
+        assert f"]({name})" in text
+    assert run["card_data"].loss_map_source.endswith("round_02.png")
+
+
+def test_training_curve_needs_something_logged(tmp_path):
+    assert plot_training_curve([{"train_runtime": 1.0, "epoch": 1.0}], tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+    history = [{"sage/agreement": 0.4, "epoch": 0.0}, {"loss": 0.9, "epoch": 0.5}, {"loss": 0.5, "epoch": 1.0},
+               {"eval_loss": 0.6, "eval_accuracy": 0.7, "eval_runtime": 3.0, "epoch": 1.0}]
+    assert plot_training_curve(history, tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_body_reports_rounds_settings_and_citation(run):
+    text, trainer = run["text"], run["trainer"]
+    engine = trainer.sage_engine
+    assert f"**{engine.round} SAGE round(s) ran. Stop reason:** {engine.stop_reason}" in text
+    assert engine.stop_reason.startswith("epoch limit reached")
+    assert "| `reducer` | pca |" in text and "| `synthesis_mode` | replace |" in text
+    assert "| `synthetic_count` | 96 |" in text and "| `temperature` | 2.0 |" in text
+    for h in engine.history:  # one table row per round: round, epoch, agreement, mean loss
+        assert f"| {h['round']} | {h['epoch']:.2f} | {h['agreement']:.4f} | {h['mean_loss']:.4f} |" in text
+    decoded = engine.history[-1]["decoded"]
+    assert decoded and re.match(r"'w\d+.*' => '.*w\d+", decoded[0]) and decoded[0] in text
+    assert "> **Subsampled:** 96 training examples reused as validation" in text
+    assert "| Accuracy |" in text and "| Agreement with teacher |" in text
+    assert CITATION in text and "2508.14783" in text
+    assert "Synthetic Adaptive Guided Embeddings ({SAGE}): A Novel Knowledge Distillation Method" in text
+    assert "## Intended uses & limitations" in text and "inherits the teacher's errors" in text
+
+
+def test_measure_cpu_speed_returns_positive_rates(run):
+    speed = run["speed"]
+    assert {"student", "teacher", "speedup", "seq_len", "threads", "repeats"} <= set(speed)
+    assert (speed["threads"], speed["repeats"]) == (1, 3)
+    for key in ("student", "teacher", "speedup"):
+        assert set(speed[key]) == {1, 4} and all(v > 0 for v in speed[key].values())
+    assert speed["speedup"][4] == pytest.approx(speed["student"][4] / speed["teacher"][4])
+    assert "| 4 |" in run["text"] and "Speed-up" in run["text"]
+    assert run["teacher"].model.training is False  # measurement leaves the models as it found them
+    with pytest.raises(ValueError, match="does not read token ids"):  # the headless student is not what users run
+        measure_cpu_speed(run["trainer"].model, run["teacher"], run["tokenizer"], TEXTS, batch_sizes=(1,), repeats=1)
+
+
+def test_card_never_contains_the_hub_token(run):
+    assert run["trainer"].args.hub_token == TOKEN
+    assert TOKEN not in run["text"] and TOKEN not in str(run["card_data"])
+    assert not re.search(r"hf_[A-Za-z0-9]{30,}", run["text"])
+
+
+def test_token_like_strings_are_redacted_at_render(run, tmp_path):
+    leaky = dataclasses.replace(run["card_data"], intended_use=f"Use it with token {TOKEN}.")
+    card = render_model_card(leaky, tmp_path)
+    assert TOKEN not in str(card) and TOKEN not in (tmp_path / "README.md").read_text()
+    assert "Use it with token <redacted>." in str(card)
+
+
+def test_local_teacher_path_is_not_published_as_base_model(run, tmp_path):
+    trainer = run["trainer"]
+    config = trainer.teacher.config
+    saved = config._name_or_path
+    config._name_or_path = str(tmp_path)  # an existing local folder
+    try:
+        data = build_card_data(trainer, task_name="topics", dataset_id=None, dataset_name=None, metrics={},
+                               student_model=run["exported"])
+    finally:
+        config._name_or_path = saved
+    assert data.base_model is None and str(tmp_path) not in data.teacher_name
+    card = render_model_card(data, tmp_path / "card")
+    assert ModelCard.load(tmp_path / "card" / "README.md").data.base_model is None
+    assert str(tmp_path) not in str(card)
+
+
+def test_plain_distillation_run_gets_a_card_without_rounds(tmp_path):
+    teacher = TeacherInterface(tiny_teacher("bert", num_layers=2, dropout=0.0))
+    student = SageStudentForSequenceClassification.from_teacher(teacher, num_layers=1)
+    args = SageTrainingArguments(output_dir=str(tmp_path / "out"), sage=False, num_train_epochs=1, report_to=[],
+                                 use_cpu=True, disable_tqdm=True, save_strategy="no", logging_strategy="epoch")
+    trainer = SageTrainer(model=student, args=args, teacher_model=teacher, train_dataset=tiny_dataset(32))
+    trainer.train()
+    data = build_card_data(trainer, task_name="topics", dataset_id=DATASET_ID, dataset_name=None,
+                           metrics={"eval_accuracy": 0.5, "eval_runtime": 1.0}, base_model="owner/teacher")
+    render_model_card(data, tmp_path / "card")
+    text = (tmp_path / "card" / "README.md").read_text()
+    loaded = ModelCard.load(tmp_path / "card" / "README.md").data
+    assert loaded.base_model == "owner/teacher" and [r.metric_type for r in loaded.eval_results] == ["accuracy"]
+    assert data.rounds_run == 0 and "Plain logit distillation" in text and "### Rounds" not in text
+    assert not (tmp_path / "card" / "loss_map.png").exists() and "loss_map.png" not in text
+
+
+def test_template_falls_back_to_the_source_tree(run, tmp_path, monkeypatch):
+    """An install made before the template was packaged still renders, from the repo's model_cards/ folder."""
+    import importlib.resources
+
+    def missing(name):
+        raise ModuleNotFoundError(name)
+
+    monkeypatch.setattr(importlib.resources, "files", missing)
+    card = render_model_card(run["card_data"], tmp_path)
+    assert card.data.base_model == TEACHER_ID and "## Citation" in str(card)
