@@ -102,9 +102,11 @@ class DataArguments:
 PRESETS = {
     "quick": {"max_train_samples": 2000, "max_seq_length": 64, "teacher_epochs": 2.0, "num_train_epochs": 3.0,
               "learning_rate": 1e-4, "per_device_train_batch_size": 32, "per_device_eval_batch_size": 64,
+              "train_sampling_strategy": "group_by_length",
               "warmup_max_samples": 1000, "warmup_max_length": 64,
               "eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 2, "logging_steps": 20},
     "full": {"max_seq_length": 128, "teacher_epochs": 3.0, "num_train_epochs": 10.0, "learning_rate": 1e-4,
+             "train_sampling_strategy": "group_by_length",
              "per_device_train_batch_size": 32, "per_device_eval_batch_size": 128, "eval_strategy": "epoch",
              "save_strategy": "epoch", "save_total_limit": 2, "logging_steps": 100},
     "tiny": {"max_train_samples": 64, "max_eval_samples": 32, "max_seq_length": 32, "teacher_epochs": 1.0,
@@ -210,12 +212,20 @@ def load_raw_data(data_args: DataArguments):
 
 
 def tokenize(raw, tokenizer, text_columns, data_args, training_args):
+    """Tokenized splits, cached on disk (datasets Arrow files) under a key of everything that shapes them."""
     def fn(batch):
         texts = [batch[c] for c in text_columns]
         return tokenizer(*texts, truncation=True, max_length=data_args.max_seq_length)
 
+    key = json.dumps([data_args.task_name, data_args.train_file, resolve_glue_dir(data_args), data_args.max_train_samples,
+                      data_args.max_eval_samples, data_args.max_seq_length, training_args.seed,
+                      tokenizer.name_or_path, len(tokenizer), {s: len(d) for s, d in raw.items()}])
+    cache = Path(os.environ.get("SAGE_HF_CACHE", Path.home() / ".cache" / "sage_hf")) / "tokenized"
+    cache = cache / hashlib.sha256(key.encode()).hexdigest()[:16]
+    cache.mkdir(parents=True, exist_ok=True)
     with training_args.main_process_first(desc="tokenizing"):
         return raw.map(fn, batched=True, load_from_cache_file=not data_args.overwrite_cache,
+                       cache_file_names={split: str(cache / f"{split}.arrow") for split in raw},
                        remove_columns=[c for c in text_columns], desc="Tokenizing")
 
 

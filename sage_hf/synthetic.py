@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 
 @dataclass
@@ -91,3 +91,26 @@ class SageTrainBuffer(Dataset):
             label = self.labels[src] if not bool(self.synthetic[i]) else -100
             item["labels"] = torch.tensor(label)
         return item
+
+
+class BufferLengthGroupedSampler(Sampler):
+    """Length grouping (dynamic padding with little waste) by the lengths of the buffer's *current* entries.
+
+    transformers' LengthGroupedSampler reads lengths once, but a round changes which real sequence each entry is
+    built on; the lengths are re-read at the start of every epoch, after the round has refilled the buffer.
+    """
+
+    def __init__(self, batch_size: int, buffer: SageTrainBuffer, generator=None):
+        self.batch_size = batch_size
+        self.buffer = buffer
+        self.generator = generator
+        self.real_lengths = torch.tensor([len(ids) for ids in buffer.real["input_ids"]])
+
+    def __len__(self) -> int:
+        return len(self.buffer)
+
+    def __iter__(self):
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        lengths = self.real_lengths[self.buffer.source].tolist()
+        return iter(get_length_grouped_indices(lengths, self.batch_size, generator=self.generator))

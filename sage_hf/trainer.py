@@ -154,6 +154,16 @@ class SageTrainer(Trainer):
         return super().train(resume_from_checkpoint=checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if (self.sage_engine is not None and dataset is self.sage_engine.buffer
+                and self.args.train_sampling_strategy == "group_by_length"):
+            from .synthetic import BufferLengthGroupedSampler
+
+            return BufferLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                              self.sage_engine.buffer)
+        return super()._get_train_sampler(train_dataset)
+
     # ---- saving and the Hub: the standard student is what gets published --------------------------------
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict)

@@ -240,3 +240,16 @@ def test_generate_once_keeps_the_first_set(tmp_path):
     last = torch.cat([i for i, _ in trainer.seen[2]]).sort().values
     assert torch.equal(first, last) and (last < 0).all()
     assert [h["sage/agreement"] is not None for h in trainer.state.log_history if "sage/agreement" in h]
+
+
+def test_length_grouping_follows_the_current_entries(tmp_path):
+    trainer = make_trainer(tmp_path, num_train_epochs=1, train_sampling_strategy="group_by_length")
+    sampler = trainer._get_train_sampler()
+    buffer = trainer.sage_engine.buffer
+    lengths = torch.tensor([len(x) for x in buffer.real["input_ids"]])
+    for sources in (torch.arange(96), torch.arange(96).flip(0) % 7):  # any refill
+        buffer.source.copy_(sources)
+        order = list(iter(sampler))
+        assert sorted(order) == list(range(96))
+        current = lengths[buffer.source]
+        assert current[order[0]] == current.max()  # the longest current entry leads, as in LengthGroupedSampler

@@ -1,0 +1,309 @@
+#!/usr/bin/env python
+"""One benchmark cell: one (task, system, seed), run in its own process so its peak RSS is its own.
+
+    python benchmarks/cell.py --task sst2 --system sage --seed 0 --suite small --out cell.json
+
+Every system distils the same teacher (the packaged MiniLM fine-tuned once per task by the recipe's teacher
+stage, reused by every cell) into the same 3-layer student with the same data, tokenisation and optimiser
+budget. Writes one JSON object with the cell's measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO / "recipes"))
+sys.path.insert(0, str(HERE))
+
+# What each system changes relative to SAGE's defaults; "sage": False is plain logit KD.
+SYSTEMS: dict[str, dict] = {
+    "kd": {"sage": False},
+    "sage": {},
+    "sage_augment": {"synthesis_mode": "augment"},
+    "sage_reducer_none": {"reducer": "none"},
+    "sage_pca": {"reducer": "pca"},
+    "sage_umap3": {"n_components": 3},
+    "sage_umap8": {"n_components": 8},
+    "sage_umap16": {"n_components": 16},
+    "sage_random_anchors": {"anchor_policy": "random"},
+    "sage_once": {"regenerate": "once"},
+    "sage_no_warmup": {"warmup_epochs": 0.0},
+    "textbrewer_kd": {"peer": "textbrewer_kd"},
+    "textbrewer_hidden": {"peer": "textbrewer_hidden"},
+    "torchdistill_kd": {"peer": "torchdistill_kd"},
+}
+
+# Per suite and task: training subset, sequence length, epochs. Dev sets are always whole.
+SUITES: dict[str, dict] = {
+    "small": {"epochs": 3, "tasks": {"sst2": {"max_train_samples": 3000, "max_seq_length": 64},
+                                     "rte": {"max_train_samples": None, "max_seq_length": 128}},
+              "teacher_epochs": 3, "warmup_max_samples": 1000},
+    "full": {"epochs": 10, "tasks": {"sst2": {"max_train_samples": None, "max_seq_length": 64},
+                                     "mrpc": {"max_train_samples": None, "max_seq_length": 128},
+                                     "rte": {"max_train_samples": None, "max_seq_length": 128},
+                                     "cola": {"max_train_samples": None, "max_seq_length": 64},
+                                     "stsb": {"max_train_samples": None, "max_seq_length": 128}},
+             "teacher_epochs": 3, "warmup_max_samples": 20000},
+}
+TEACHER_SEED = 0  # one teacher per task, whatever the cell's seed
+
+
+def machine() -> dict:
+    import torch
+
+    info = {"platform": platform.platform(), "cores": os.cpu_count(), "python": platform.python_version()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("sage-hf", "torch", "transformers", "accelerate", "datasets", "umap-learn", "scikit-learn",
+                 "textbrewer", "torchdistill"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work: Path, device: str) -> dict:
+    import torch
+    from transformers import AutoTokenizer, TrainerCallback
+
+    import run_glue_sage as recipe
+    from sage_hf import (SageStudentForSequenceClassification, SageTrainer, SageTrainingArguments, TeacherInterface,
+                         cache_teacher_logits, default_teacher_path, export_student)
+    from sage_hf.data import get_task
+    from sage_hf.difficulty import score_examples
+    from sage_hf.metrics import make_compute_metrics
+
+    spec = SUITES[suite]
+    tconf = spec["tasks"][task]
+    overrides = dict(SYSTEMS[system])
+    peer = overrides.pop("peer", None)
+    cell: dict = {"task": task, "system": system, "seed": seed, "suite": suite}
+    start = time.time()
+
+    # ---- data and teacher (shared by every system) ---------------------------------------------------
+    model_args = recipe.ModelArguments(teacher_epochs=spec["teacher_epochs"])
+    data_args = recipe.DataArguments(task_name=task, glue_dir=glue_dir, max_train_samples=tconf["max_train_samples"],
+                                     max_seq_length=tconf["max_seq_length"], preset="full")
+    use_cpu = device == "cpu"
+    common = dict(report_to=[], use_cpu=use_cpu, disable_tqdm=True, seed=TEACHER_SEED, logging_steps=50,
+                  per_device_eval_batch_size=128, bf16=not use_cpu)
+    teacher_args = SageTrainingArguments(output_dir=str(work / "teachers" / task), save_strategy="no", **common)
+    raw, text_columns, labels, eval_splits, metric_task = recipe.load_raw_data(data_args)
+    if data_args.max_train_samples is not None and data_args.max_train_samples < len(raw["train"]):
+        raw["train"] = raw["train"].shuffle(seed=TEACHER_SEED).select(range(data_args.max_train_samples))
+    base = str(default_teacher_path())
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    data = recipe.tokenize(raw, tokenizer, text_columns, data_args, teacher_args)
+    compute_metrics = make_compute_metrics(metric_task)
+    dev = data[eval_splits[0]]
+    task_spec = get_task(task)
+    cell["metric_name"] = task_spec.main_metric
+    teacher_model, teacher_results = recipe.teacher_stage(model_args, data_args, teacher_args, data["train"],
+                                                          {"validation": dev}, labels, tokenizer, base,
+                                                          compute_metrics)
+    cell["teacher_metric"] = _main(teacher_results or {}, "teacher_validation_", task_spec.main_metric)
+    teacher = TeacherInterface(teacher_model.eval()).to(teacher_args.device)
+
+    t0 = time.time()
+    train = cache_teacher_logits(teacher, data["train"], batch_size=256, tokenizer=tokenizer)
+    cell["seconds_teacher_logits"] = round(time.time() - t0, 2)
+
+    torch.manual_seed(seed)
+    student = SageStudentForSequenceClassification.from_teacher(teacher, num_layers=3)
+    wiki = Path(glue_dir).parent / "wikitext-2-raw"
+    args = dict(output_dir=str(work / "runs" / f"{task}-{system}-{seed}"), num_train_epochs=spec["epochs"],
+                learning_rate=1e-4, per_device_train_batch_size=32, temperature=2.0, save_strategy="no",
+                eval_strategy="no", agreement_threshold=1.0, warmup_source=str(wiki) if wiki.is_dir() else None,
+                warmup_max_samples=spec["warmup_max_samples"], warmup_max_length=64, save_round_plots=False,
+                decode_examples=0, map_cache_dir=str(work / "maps"), train_sampling_strategy="group_by_length",
+                **{**common, "seed": seed})
+    args.update(overrides)
+    if not args.get("sage", True):
+        args["warmup_source"] = None  # plain KD: real data only; its step budget is matched below
+    training_args = SageTrainingArguments(**args)
+
+    agreement_per_epoch: list[float] = []
+
+    class TrainAgreement(TrainerCallback):
+        """Agreement with the teacher on the real training set after every epoch, for every system alike."""
+
+        def on_epoch_end(self, a, state, control, model=None, **kw):
+            feats = {c: train[c] for c in ("input_ids", "attention_mask", "token_type_ids") if c in train.column_names}
+            logits = torch.tensor(train["teacher_logits"])
+            _, agree = score_examples(model, teacher, feats, logits, range(len(train)), batch_size=256,
+                                      show_progress=False)
+            agreement_per_epoch.append(float(agree.mean()))
+
+    if peer is not None:
+        from peers import PeerUnavailable, run_peer
+
+        exported = export_student(student, teacher)
+        try:
+            out = run_peer(peer, teacher.model, exported, data["train"], num_train_epochs=spec["epochs"],
+                           learning_rate=1e-4, batch_size=32, temperature=2.0, seed=seed, device=str(teacher_args.device))
+        except PeerUnavailable as err:
+            cell.update(error=str(err), dev_metric=None, agreement=None, epochs=None)
+            return _finish(cell, start)
+        model = out["model"].eval()
+        cell.update(seconds_train=round(out["train_s"], 2), steps=out["steps"], epochs=spec["epochs"])
+        metrics, agreement = _evaluate_standard(model, teacher, dev, tokenizer, compute_metrics)
+        cell.update(dev_metric=metrics.get(task_spec.main_metric), dev_metrics=metrics, agreement=agreement)
+        return _finish(cell, start)
+
+    trainer = SageTrainer(model=student, args=training_args, teacher_model=teacher, train_dataset=train,
+                          eval_dataset=dev, processing_class=tokenizer, compute_metrics=compute_metrics,
+                          callbacks=[TrainAgreement()])
+    if system == "kd":  # same optimiser budget as SAGE: its warm-up steps are added on real data
+        trainer.args.max_steps = _sage_steps(len(train), spec, training_args.per_device_train_batch_size,
+                                             str(wiki) if wiki.is_dir() else None)
+    t0 = time.time()
+    trainer.train()
+    train_s = time.time() - t0
+    metrics = trainer.evaluate()
+    engine = trainer.sage_engine
+    stages = {k: 0.0 for k in ("score", "map", "sample", "invert", "label")}
+    synthetic = 0
+    for h in (engine.history if engine else []):
+        synthetic += h["synthetic_count"]
+        for k, v in h["seconds"].items():
+            stages[k] += v
+    warm = getattr(trainer, "warmup_metrics", {}) or {}
+    gen_s = stages["sample"] + stages["invert"] + stages["label"]
+    cell.update(
+        dev_metric=metrics.get(f"eval_{task_spec.main_metric}"),
+        dev_metrics={k[5:]: v for k, v in metrics.items() if k.startswith("eval_")},
+        agreement=metrics.get("eval_agreement"),
+        epochs=trainer.state.epoch, steps=trainer.state.global_step + warm.get("warmup_steps", 0),
+        warmup_steps=warm.get("warmup_steps", 0), rounds=engine.round if engine else 0,
+        train_agreement_per_epoch=agreement_per_epoch,
+        epochs_to_99=next((i + 1 for i, a in enumerate(agreement_per_epoch) if a >= 0.99), None),
+        seconds_train=round(train_s - sum(stages.values()), 2), seconds_stages={k: round(v, 2) for k, v in stages.items()},
+        seconds_per_epoch=round(train_s / max(trainer.state.epoch or 1, 1e-9), 2),
+        synthetic_points_per_s=round(synthetic / gen_s, 1) if gen_s > 0 else None,
+        train_examples_per_s=round(trainer.state.global_step * training_args.train_batch_size / max(train_s, 1e-9), 1),
+    )
+    if system in ("kd", "sage"):
+        from sage_hf.model_card import measure_cpu_speed
+
+        exported = export_student(trainer.model, teacher)
+        texts = list(raw[eval_splits[0]][text_columns[0]][:64])
+        cell["cpu_inference"] = measure_cpu_speed(exported, teacher.model, tokenizer, texts, batch_sizes=(1, 32),
+                                                  repeats=5)
+    return _finish(cell, start)
+
+
+def _sage_steps(n_train: int, spec: dict, batch_size: int, warmup_source: str | None) -> int:
+    """Optimiser steps of a default SAGE cell: warm-up steps + epochs x steps per epoch (replace mode, N per round)."""
+    import math
+
+    from sage_hf.warmup import load_warmup_texts
+
+    warm = 0
+    if warmup_source is not None:
+        lines = len(load_warmup_texts(warmup_source, max_samples=spec["warmup_max_samples"]))
+        warm = math.ceil(lines / batch_size)
+    return int(spec["epochs"] * math.ceil(n_train / batch_size) + warm)
+
+
+def _main(results: dict, prefix: str, metric: str):
+    return results.get(f"{prefix}{metric}")
+
+
+def _evaluate_standard(model, teacher, dev, tokenizer, compute_metrics):
+    import numpy as np
+    import torch
+    from transformers import EvalPrediction
+
+    from sage_hf import SageDataCollator
+
+    collate = SageDataCollator(tokenizer)
+    device = next(teacher.parameters()).device
+    model.to(device)
+    logits, t_logits, labels = [], [], []
+    cols = [c for c in ("input_ids", "attention_mask", "token_type_ids", "label") if c in dev.column_names]
+    rows = dev.select_columns(cols)
+    with torch.no_grad():
+        for i in range(0, len(rows), 128):
+            batch = collate([rows[j] for j in range(i, min(i + 128, len(rows)))])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            y = batch.pop("labels")
+            logits.append(model(**batch).logits.float().cpu())
+            t_logits.append(teacher(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).float().cpu())
+            labels.append(y.cpu())
+    s, t, y = torch.cat(logits).numpy(), torch.cat(t_logits).numpy(), torch.cat(labels).numpy()
+    metrics = compute_metrics(EvalPrediction(predictions=s, label_ids=y))
+    agreement = float(np.mean(s.argmax(-1) == t.argmax(-1))) if s.shape[-1] > 1 else None
+    return metrics, agreement
+
+
+def _finish(cell: dict, start: float) -> dict:
+    cell["wall_s"] = round(time.time() - start, 1)
+    cell["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    cell.setdefault("error", None)
+    return cell
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", required=True)
+    p.add_argument("--system", required=True, choices=sorted(SYSTEMS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--suite", default="small", choices=sorted(SUITES))
+    p.add_argument("--glue_dir", default=os.environ.get("GLUE_DIR", str(REPO.parent / "shared" / "data" / "glue")))
+    p.add_argument("--work", default=str(HERE / "results" / "work"))
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--out", required=True)
+    a = p.parse_args()
+    command = "python benchmarks/cell.py " + " ".join(sys.argv[1:])
+    try:
+        cell = run_cell(a.task, a.system, a.seed, a.suite, a.glue_dir, Path(a.work), a.device)
+    except Exception as err:  # a failed cell is recorded, not lost
+        cell = {"task": a.task, "system": a.system, "seed": a.seed, "suite": a.suite, "dev_metric": None,
+                "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-3000:],
+                "peak_rss_mb": round(peak_rss_mb(), 1)}
+    cell.update(command=command, machine=machine(), versions=versions())
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(cell, indent=2, default=str))
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+#!/usr/bin/env python
+"""Side-by-side benchmark suite: SAGE vs plain KD vs ablations vs peer toolkits, quality, speed, memory.
+
+    python benchmarks/run.py --suite small                       # SST-2 + RTE, 1 seed, KD vs SAGE vs reducer none
+    python benchmarks/run.py --suite full --seeds 0 1 2          # 5 tasks, every system, mean and std over seeds
+    python benchmarks/run.py --suite small --resume              # skip cells already in the results file
+
+Each cell runs `benchmarks/cell.py` in its own process. Writes benchmarks/results/<suite>-<date>.json (top-level
+`cells`), a markdown table <suite>-<date>.md and plots <suite>-<date>-*.png beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from cell import SUITES, SYSTEMS, machine, versions  # noqa: E402
+
+SMALL_SYSTEMS = ["kd", "sage", "sage_reducer_none"]
+
+
+def plan(suite: str, tasks: list[str] | None, systems: list[str] | None, seeds: list[int] | None):
+    tasks = tasks or list(SUITES[suite]["tasks"])
+    systems = systems or (SMALL_SYSTEMS if suite == "small" else list(SYSTEMS))
+    seeds = seeds if seeds is not None else ([0] if suite == "small" else [0, 1, 2])
+    # teachers first (every task's first cell trains and caches its teacher), systems in a stable order
+    return [(t, s, seed) for seed in seeds for t in tasks for s in systems]
+
+
+def run_suite(args) -> Path:
+    results_dir = Path(args.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    date = args.date or dt.date.today().isoformat()
+    out = results_dir / f"{args.suite}-{date}.json"
+    report = {"suite": args.suite, "date": date, "machine": machine(), "versions": versions(),
+              "command": "python benchmarks/run.py " + " ".join(sys.argv[1:]), "cells": []}
+    if args.resume and out.is_file():
+        report["cells"] = json.loads(out.read_text())["cells"]
+    done = {(c["task"], c["system"], c["seed"]) for c in report["cells"] if c.get("error") is None or c.get("final")}
+    cells = plan(args.suite, args.tasks, args.systems, args.seeds)
+    start = time.time()
+    for i, (task, system, seed) in enumerate(cells, 1):
+        if (task, system, seed) in done:
+            continue
+        if args.budget_s and time.time() - start > args.budget_s:
+            print(f"budget of {args.budget_s}s spent: {len(cells) - i + 1} cells left out", flush=True)
+            report.setdefault("left_out", []).extend([list(c) for c in cells[i - 1:]])
+            break
+        cell_file = results_dir / "cells" / f"{args.suite}-{task}-{system}-{seed}.json"
+        cmd = [sys.executable, str(HERE / "cell.py"), "--task", task, "--system", system, "--seed", str(seed),
+               "--suite", args.suite, "--out", str(cell_file), "--work", str(results_dir / "work")]
+        if args.glue_dir:
+            cmd += ["--glue_dir", args.glue_dir]
+        print(f"[{i}/{len(cells)}] {task} {system} seed {seed}", flush=True)
+        t0 = time.time()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if cell_file.is_file():
+            cell = json.loads(cell_file.read_text())
+        else:
+            cell = {"task": task, "system": system, "seed": seed, "dev_metric": None,
+                    "error": f"cell process exited {proc.returncode}: {proc.stderr[-1500:]}"}
+        cell.setdefault("wall_s", round(time.time() - t0, 1))
+        cell["final"] = cell.get("error") is not None and str(cell["error"]).startswith(("Peer", "textbrewer", "torchdistill"))
+        report["cells"] = [c for c in report["cells"] if (c["task"], c["system"], c["seed"]) != (task, system, seed)]
+        report["cells"].append(cell)
+        summary = f"  {cell.get('metric_name')}={cell.get('dev_metric')} agreement={cell.get('agreement')} " \
+                  f"wall={cell.get('wall_s')}s rss={cell.get('peak_rss_mb')}MB"
+        print(summary + (f" ERROR {str(cell['error'])[:300]}" if cell.get("error") else ""), flush=True)
+        out.write_text(json.dumps(report, indent=2, default=str))
+    report["suite_wall_s"] = round(time.time() - start, 1)
+    out.write_text(json.dumps(report, indent=2, default=str))
+    table = markdown(report)
+    out.with_suffix(".md").write_text(table)
+    plots(report, out.with_suffix(""))
+    print(table)
+    return out
+
+
+def _mean_std(values):
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    return float(np.mean(vals)), float(np.std(vals)) if len(vals) > 1 else None
+
+
+def _fmt(mean, std, scale=100.0):
+    if mean is None:
+        return "n/a"
+    return f"{mean * scale:.2f}" + (f" ± {std * scale:.2f}" if std is not None else "")
+
+
+def markdown(report: dict) -> str:
+    cells = report["cells"]
+    tasks = sorted({c["task"] for c in cells})
+    systems = [s for s in SYSTEMS if any(c["system"] == s for c in cells)]
+    teacher = {t: _mean_std([c.get("teacher_metric") for c in cells if c["task"] == t])[0] for t in tasks}
+    metric = {t: next((c.get("metric_name") for c in cells if c["task"] == t and c.get("metric_name")), "") for t in tasks}
+    head = "| system | " + " | ".join(f"{t} ({metric[t]})" for t in tasks) + " | average | retention | wall s | peak RSS MB |"
+    lines = [f"Suite `{report['suite']}`, {report['date']}, on {_machine_text(report['machine'])}.",
+             f"Command: `{report['command']}`", "", head, "|" + "---|" * (len(tasks) + 5)]
+    lines.append("| teacher | " + " | ".join(_fmt(teacher[t], None) for t in tasks) + " | "
+                 + _fmt(_avg([teacher[t] for t in tasks]), None) + " | 100% | | |")
+    for system in systems:
+        row, per_task_means = [], []
+        for t in tasks:
+            sel = [c for c in cells if c["task"] == t and c["system"] == system]
+            mean, std = _mean_std([c.get("dev_metric") for c in sel])
+            per_task_means.append(mean)
+            err = next((c["error"] for c in sel if c.get("error")), None)
+            row.append(_fmt(mean, std) if mean is not None else f"error: {str(err)[:60]}" if err else "n/a")
+        avg = _avg(per_task_means)
+        t_avg = _avg([teacher[t] for t in tasks])
+        retention = f"{100 * avg / t_avg:.1f}%" if avg is not None and t_avg else "n/a"
+        sel = [c for c in cells if c["system"] == system]
+        wall = _mean_std([c.get("wall_s") for c in sel])[0]
+        rss = max([c.get("peak_rss_mb") or 0 for c in sel] or [0])
+        lines.append(f"| {system} | " + " | ".join(row) + f" | {_fmt(avg, None)} | {retention} | "
+                     f"{wall:.0f} | {rss:.0f} |" if wall is not None else f"| {system} | " + " | ".join(row) + " | | | | |")
+    lines += ["", "Metric: GLUE dev, x100, mean ± std over seeds where there are several. Retention: student average /"
+              " teacher average. Wall s: mean per cell, teacher stage excluded when cached."]
+    left = report.get("left_out")
+    if left:
+        lines.append(f"Left out (budget): {len(left)} cells: {', '.join('/'.join(map(str, c)) for c in left[:20])}")
+    return "\n".join(lines) + "\n"
+
+
+def _avg(values):
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals and len(vals) == len(values) else None
+
+
+def _machine_text(m: dict) -> str:
+    return m.get("gpu") or f"{m.get('cpu', 'CPU')} ({m.get('cores')} cores)"
+
+
+def plots(report: dict, stem: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = [c for c in report["cells"] if c.get("dev_metric") is not None]
+    if not cells:
+        return
+    tasks = sorted({c["task"] for c in cells})
+    systems = [s for s in SYSTEMS if any(c["system"] == s for c in cells)]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(systems) * len(tasks) / 2), 4), dpi=110)
+    width = 0.8 / max(len(systems), 1)
+    for i, system in enumerate(systems):
+        means = [_mean_std([c["dev_metric"] for c in cells if c["task"] == t and c["system"] == system])[0] or 0
+                 for t in tasks]
+        ax.bar(np.arange(len(tasks)) + i * width, [100 * m for m in means], width, label=system)
+    ax.set_xticks(np.arange(len(tasks)) + width * (len(systems) - 1) / 2, tasks)
+    ax.set_ylabel("dev metric x100")
+    ax.legend(fontsize=7)
+    ax.set_title(f"{report['suite']} suite: dev metric by system")
+    fig.tight_layout()
+    fig.savefig(f"{stem}-dev.png")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for c in cells:
+        curve = c.get("train_agreement_per_epoch")
+        if curve:
+            ax.plot(range(1, len(curve) + 1), curve, marker="o", label=f"{c['task']} {c['system']} s{c['seed']}")
+    ax.axhline(0.99, color="gray", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("agreement with teacher (train)")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(f"{stem}-agreement.png")
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", default="small", choices=sorted(SUITES))
+    p.add_argument("--tasks", nargs="*")
+    p.add_argument("--systems", nargs="*")
+    p.add_argument("--seeds", nargs="*", type=int)
+    p.add_argument("--resume", action="store_true", help="skip cells already in the results file")
+    p.add_argument("--glue_dir", default=os.environ.get("GLUE_DIR"))
+    p.add_argument("--results_dir", default=str(HERE / "results"))
+    p.add_argument("--date", default=None, help="results file date (default today; reuse one to resume)")
+    p.add_argument("--budget_s", type=float, default=None, help="stop starting new cells after this many seconds")
+    run_suite(p.parse_args())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""The benchmark suite's bookkeeping: which cells a suite plans, and how the table aggregates them."""
+
+import sys
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import run as bench  # noqa: E402
+
+
+def test_small_suite_plans_kd_sage_and_reducer_none_on_sst2_and_rte():
+    cells = bench.plan("small", None, None, None)
+    assert sorted({(t, s) for t, s, _ in cells}) == sorted(
+        (t, s) for t in ("sst2", "rte") for s in ("kd", "sage", "sage_reducer_none"))
+    assert {seed for *_, seed in cells} == {0}
+
+
+def test_full_suite_plans_every_system_on_five_tasks_with_three_seeds():
+    cells = bench.plan("full", None, None, None)
+    assert len(cells) == 5 * len(bench.SYSTEMS) * 3
+
+
+def test_table_reports_mean_std_average_and_retention():
+    cells = []
+    for seed, (a, b) in enumerate([(0.80, 0.60), (0.84, 0.62)]):
+        cells.append({"task": "sst2", "system": "kd", "seed": seed, "dev_metric": a, "teacher_metric": 0.90,
+                      "metric_name": "accuracy", "wall_s": 10.0, "peak_rss_mb": 900.0, "error": None})
+        cells.append({"task": "rte", "system": "kd", "seed": seed, "dev_metric": b, "teacher_metric": 0.70,
+                      "metric_name": "accuracy", "wall_s": 20.0, "peak_rss_mb": 1000.0, "error": None})
+    cells.append({"task": "rte", "system": "textbrewer_kd", "seed": 0, "dev_metric": None,
+                  "error": "PeerUnavailable: textbrewer needs X"})
+    table = bench.markdown({"suite": "small", "date": "2026-11-22", "machine": {"cpu": "Test CPU", "cores": 2},
+                            "command": "python benchmarks/run.py --suite small", "cells": cells})
+    kd = next(line for line in table.splitlines() if line.startswith("| kd |"))
+    assert "82.00 ± 2.00" in kd and "61.00 ± 1.00" in kd
+    assert "71.50" in kd and f"{100 * 0.715 / 0.80:.1f}%" in kd and "| 15 | 1000 |" in kd
+    peer = next(line for line in table.splitlines() if line.startswith("| textbrewer_kd |"))
+    assert "error: PeerUnavailable: textbrewer needs X" in peer
