@@ -104,3 +104,15 @@ def tiny_tokenizer(tmp_path: Path):
     tokenizer = BertTokenizer(vocab=str(vocab), do_lower_case=True)  # `vocab_file=` is ignored in transformers 5
     assert len(tokenizer) == VOCAB and tokenizer("w5 w6")["input_ids"] == [2, 5, 6, 3]
     return tokenizer
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_sage_cache(tmp_path_factory):
+    """Maps and tokenized data that tests cache go to a temporary folder, not the user's ~/.cache."""
+    old = os.environ.get("SAGE_HF_CACHE")
+    os.environ["SAGE_HF_CACHE"] = str(tmp_path_factory.mktemp("sage_hf_cache"))
+    yield
+    if old is None:
+        os.environ.pop("SAGE_HF_CACHE", None)
+    else:
+        os.environ["SAGE_HF_CACHE"] = old
