@@ -80,8 +80,9 @@ class SageTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "Synthetic examples per round (default: as many as real examples)."}
     )
     synthesis_mode: str = field(
-        default="replace",
-        metadata={"help": "'replace': each epoch trains on the synthetic set only (the paper); 'augment': real + synthetic."},
+        default="augment",
+        metadata={"help": "'augment': each epoch trains on real + synthetic examples (the best measured, see README); "
+                  "'replace': on the synthetic set only (the paper)."},
     )
     regenerate: str = field(
         default="every_epoch", metadata={"help": "'every_epoch' (adaptive, the paper) or 'once' (the ablation)."}

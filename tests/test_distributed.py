@@ -36,4 +36,4 @@ def test_two_process_sage_rounds_draw_the_same_synthetic_set_on_every_rank(tmp_p
     assert reports[0]["digests"] == reports[1]["digests"]
     assert reports[0]["agreements"] == reports[1]["agreements"]  # scores gathered from both shards
     assert reports[0]["buffer_digest"] == reports[1]["buffer_digest"]
-    assert [r["global_step"] for r in reports] == [12, 12]  # 64 examples / (2 ranks x 8) x 3 epochs
+    assert [r["global_step"] for r in reports] == [24, 24]  # (64 real + 64 synthetic) / (2 ranks x 8) x 3 epochs

@@ -89,12 +89,12 @@ def test_resume_continues_from_the_last_checkpoint(tiny_setup, tmp_path, caplog)
     recipe = load_recipe()
     out = tmp_path / "run"
     recipe.main(tiny_argv(tiny_setup, out, "--num_train_epochs", "1", "--agreement_threshold", "1.0"))
-    assert (out / "checkpoint-8").is_dir()
+    assert (out / "checkpoint-16").is_dir()  # 64 real + 64 synthetic in batches of 8
     with caplog.at_level(logging.INFO):
         recipe.main(tiny_argv(tiny_setup, out, "--num_train_epochs", "2", "--agreement_threshold", "1.0"))
     assert "Resumed SAGE at round 1" in caplog.text
-    state = json.loads((out / "checkpoint-16" / "trainer_state.json").read_text())
-    assert state["global_step"] == 16  # 8 more steps on top of the checkpoint's 8
+    state = json.loads((out / "checkpoint-32" / "trainer_state.json").read_text())
+    assert state["global_step"] == 32  # 16 more steps on top of the checkpoint's 16
 
 
 def test_config_file_with_flag_override(tiny_setup, tmp_path):
@@ -179,7 +179,8 @@ def test_two_cpu_processes_write_one_student(tiny_setup, tmp_path):
     assert result.returncode == 0, log[-4000:]
     assert log.count("Standard student written to") == 1  # rank 0 only
     state = json.loads(sorted(out.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
-    assert state["global_step"] == 4 * state["epoch"]  # 64 examples / (2 ranks x 8): 4 steps an epoch, not 8
+    # (64 real + 64 synthetic) / (2 ranks x 8): 8 steps an epoch, where one process would take 16
+    assert state["global_step"] == 8 * state["epoch"]
     assert (out / "student" / "model.safetensors").is_file()
 
 

@@ -18,7 +18,7 @@ def sage_args(tmp_path, **overrides):
                     learning_rate=2e-3, report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="no",
                     logging_strategy="no", seed=0, data_seed=0, reducer="pca", n_neighbors=10, sample_neighbors=5,
                     map_cache_dir=str(tmp_path / "maps"), save_round_plots=False, decode_examples=0,
-                    agreement_threshold=1.0)
+                    agreement_threshold=1.0, synthesis_mode="replace")
     defaults.update(overrides)
     return SageTrainingArguments(**defaults)
 
@@ -59,6 +59,10 @@ def test_each_epoch_trains_on_the_new_synthetic_set(tmp_path):
     norms_seen = dict(zip((-last - 1).tolist(), torch.cat([s for _, s in trainer.seen[2]]).tolist()))
     expected = buffer.shift.norm(dim=-1)
     assert all(abs(norms_seen[i] - float(expected[i])) < 1e-5 for i in range(96))
+
+
+def test_augment_is_the_default_mode():
+    assert SageTrainingArguments(output_dir="x").synthesis_mode == "augment"
 
 
 def test_augment_mode_trains_on_real_plus_synthetic(tmp_path):
