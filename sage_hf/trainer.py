@@ -207,7 +207,7 @@ class SageTrainer(Trainer):
             self.push_to_hub(commit_message=f"Training in progress, step {self.state.global_step}")
 
     def _resolve_checkpoint(self, resume_from_checkpoint):
-        if resume_from_checkpoint is True or (isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint):
+        if resume_from_checkpoint is True:
             from transformers.trainer_utils import get_last_checkpoint
 
             last = get_last_checkpoint(self.args.output_dir)
