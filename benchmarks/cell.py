@@ -191,8 +191,10 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
     trainer = SageTrainer(model=student, args=training_args, teacher_model=teacher, train_dataset=train,
                           eval_dataset=dev, processing_class=tokenizer, compute_metrics=compute_metrics,
                           callbacks=[TrainAgreement()])
-    if system == "kd":  # same optimiser budget as SAGE: its warm-up steps are added on real data
-        trainer.args.max_steps = _sage_steps(len(train), spec, training_args.per_device_train_batch_size,
+    if system == "kd":  # same optimiser budget as default SAGE: its warm-up and synthetic steps, on real data
+        default = SageTrainingArguments(output_dir=str(work / "tmp"))
+        per_epoch = len(train) if default.synthesis_mode == "replace" else len(train) + (default.synthetic_count or len(train))
+        trainer.args.max_steps = _sage_steps(per_epoch, spec, training_args.per_device_train_batch_size,
                                              str(wiki) if wiki.is_dir() else None)
     t0 = time.time()
     trainer.train()
@@ -230,8 +232,8 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
     return _finish(cell, start)
 
 
-def _sage_steps(n_train: int, spec: dict, batch_size: int, warmup_source: str | None) -> int:
-    """Optimiser steps of a default SAGE cell: warm-up steps + epochs x steps per epoch (replace mode, N per round)."""
+def _sage_steps(per_epoch: int, spec: dict, batch_size: int, warmup_source: str | None) -> int:
+    """Optimiser steps of a default SAGE cell: warm-up steps + epochs x steps over `per_epoch` examples."""
     import math
 
     from sage_hf.warmup import load_warmup_texts
@@ -240,7 +242,7 @@ def _sage_steps(n_train: int, spec: dict, batch_size: int, warmup_source: str | 
     if warmup_source is not None:
         lines = len(load_warmup_texts(warmup_source, max_samples=spec["warmup_max_samples"]))
         warm = math.ceil(lines / batch_size)
-    return int(spec["epochs"] * math.ceil(n_train / batch_size) + warm)
+    return int(spec["epochs"] * math.ceil(per_epoch / batch_size) + warm)
 
 
 def _main(results: dict, prefix: str, metric: str):
