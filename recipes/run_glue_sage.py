@@ -371,13 +371,17 @@ def main(argv: list[str] | None = None) -> dict:
                     "train_samples": len(train), "wall_s": round(time.time() - start, 1)})
     trainer.save_metrics("all", metrics)
     if trainer.is_world_process_zero():
-        write_student(trainer, training_args, data_args, metric_task, metrics, teacher_results, raw)
+        base = model_args.teacher_model_name_or_path or model_args.model_name_or_path
+        base = "sentence-transformers/all-MiniLM-L6-v2" if base is None else base  # the packaged offline default
+        write_student(trainer, training_args, data_args, metric_task, metrics, teacher_results, raw,
+                      base_model=base if base.count("/") == 1 and not os.path.exists(base) else None)
     logger.info("Done in %.0fs: %s", time.time() - start, json.dumps(
         {k: v for k, v in metrics.items() if k.startswith(("eval_", "teacher_")) or k.startswith("sage")}))
     return metrics
 
 
-def write_student(trainer, training_args, data_args, metric_task, metrics, teacher_results, raw) -> Path:
+def write_student(trainer, training_args, data_args, metric_task, metrics, teacher_results, raw,
+                  base_model: str | None = None) -> Path:
     """The standard student, tokenizer and model card in <output_dir>/student (pushed with --push_to_hub)."""
     folder = Path(training_args.output_dir) / "student"
     task = get_task(metric_task) if metric_task else None
@@ -392,7 +396,7 @@ def write_student(trainer, training_args, data_args, metric_task, metrics, teach
                 dataset_name=f"GLUE {task.folder}" if task else Path(data_args.train_file).name,
                 dataset_config=metric_task, metrics={k: v for k, v in metrics.items() if k.startswith("eval_")},
                 teacher_metrics=teacher_results, subsampled=subsampled,
-                speed_texts=texts)
+                speed_texts=texts, base_model=base_model)
     if training_args.push_to_hub:  # exports into <output_dir>/student, then uploads that folder
         url = trainer.push_to_hub(commit_message="Upload SAGE student", **card)
         logger.info("Standard student written to %s and pushed to %s", folder, url)

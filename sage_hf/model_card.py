@@ -157,6 +157,8 @@ def build_card_data(
         if name_or_path and base_model is None:
             logger.warning("The teacher was loaded from the local folder %s: the card names no base_model (pass "
                            "base_model='owner/name' to link the teacher's Hub repo).", name_or_path)
+    if base_model is None and name_or_path and Path(name_or_path).resolve() == _offline_default_path():
+        base_model = "sentence-transformers/all-MiniLM-L6-v2"  # what the packaged offline teacher is a copy of
     teacher_name = base_model or (Path(name_or_path).name if name_or_path else type(teacher.model).__name__)
     model_id = model_id or getattr(args, "hub_model_id", None)
     if model_name is None:
@@ -220,6 +222,15 @@ def _unwrap(model):
     while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
         model = model.module
     return model
+
+
+def _offline_default_path() -> Path | None:
+    try:
+        from .offline import default_teacher_path
+
+        return default_teacher_path().resolve()
+    except (ModuleNotFoundError, FileNotFoundError):
+        return None
 
 
 def _looks_like_hub_id(name: str) -> bool:
