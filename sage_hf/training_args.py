@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from .anchors import VALID_POLICIES
+from .difficulty import POOLINGS
 from .losses import KD_LOSSES
 from .reducers import VALID_INVERSE_BACKENDS, VALID_METRICS, VALID_REDUCERS
 
 SYNTHESIS_MODES = ("replace", "augment")
 REGENERATE = ("every_epoch", "once")
-POOLINGS = ("mean", "first")
 
 
 @dataclass
