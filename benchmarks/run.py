@@ -32,8 +32,8 @@ SMALL_SYSTEMS = ["kd", "sage", "sage_reducer_none"]
 
 def plan(suite: str, tasks: list[str] | None, systems: list[str] | None, seeds: list[int] | None):
     tasks = tasks or list(SUITES[suite]["tasks"])
-    systems = systems or (SMALL_SYSTEMS if suite == "small" else list(SYSTEMS))
-    seeds = seeds if seeds is not None else ([0] if suite == "small" else [0, 1, 2])
+    systems = systems or (SMALL_SYSTEMS if suite in ("small", "cpu") else list(SYSTEMS))
+    seeds = seeds if seeds is not None else ([0] if suite in ("small", "cpu") else [0, 1, 2])
     # teachers first (every task's first cell trains and caches its teacher), systems in a stable order
     return [(t, s, seed) for seed in seeds for t in tasks for s in systems]
 
