@@ -11,6 +11,7 @@ budget. Writes one JSON object with the cell's measures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -198,10 +199,8 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
                           eval_dataset=dev, processing_class=tokenizer, compute_metrics=compute_metrics,
                           callbacks=[TrainAgreement()])
     if system == "kd":  # same optimiser budget as default SAGE: its warm-up and synthetic steps, on real data
-        default = SageTrainingArguments(output_dir=str(work / "tmp"))
-        per_epoch = len(train) if default.synthesis_mode == "replace" else len(train) + (default.synthetic_count or len(train))
-        trainer.args.max_steps = _sage_steps(per_epoch, spec, training_args.per_device_train_batch_size,
-                                             str(wiki) if wiki.is_dir() else None)
+        trainer.args.max_steps = kd_step_budget(len(train), spec, training_args.per_device_train_batch_size,
+                                                str(wiki) if wiki.is_dir() else None)
     t0 = time.time()
     trainer.train()
     train_s = time.time() - t0
@@ -236,6 +235,20 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
         cell["cpu_inference"] = measure_cpu_speed(exported, teacher.model, tokenizer, texts, batch_sizes=(1, 32),
                                                   repeats=5)
     return _finish(cell, start)
+
+
+def kd_step_budget(n_train: int, spec: dict, batch_size: int, warmup_source: str | None) -> int:
+    """Plain KD's optimiser steps: those of a SAGE cell with the library's default mode and synthetic count.
+
+    Reads the field defaults rather than building a SageTrainingArguments: building one resets the
+    AcceleratorState that a live trainer relies on.
+    """
+    from sage_hf import SageTrainingArguments
+
+    default = {f.name: f.default for f in dataclasses.fields(SageTrainingArguments)}
+    count = default["synthetic_count"] or n_train
+    per_epoch = n_train if default["synthesis_mode"] == "replace" else n_train + count
+    return _sage_steps(per_epoch, spec, batch_size, warmup_source)
 
 
 def _sage_steps(per_epoch: int, spec: dict, batch_size: int, warmup_source: str | None) -> int:

@@ -37,3 +37,15 @@ def test_table_reports_mean_std_average_and_retention():
     assert "71.50" in kd and f"{100 * 0.715 / 0.80:.1f}%" in kd and "| 15 | 1000 |" in kd
     peer = next(line for line in table.splitlines() if line.startswith("| textbrewer_kd |"))
     assert "error: PeerUnavailable: textbrewer needs X" in peer
+
+
+def test_kd_budget_matches_default_sage_steps_and_leaves_the_accelerator_alone():
+    import cell
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    before = accelerator.distributed_type
+    spec = {"epochs": 3, "warmup_max_samples": 1000}
+    # augment (the default) trains on real + as many synthetic examples: 2 x 3000 / 32 -> 188 steps per epoch
+    assert cell.kd_step_budget(3000, spec, 32, None) == 3 * 188
+    assert accelerator.distributed_type == before  # raised AttributeError when the budget built an arguments object
