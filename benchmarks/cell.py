@@ -45,6 +45,9 @@ SYSTEMS: dict[str, dict] = {
     "sage_scale_0.25": {"shift_scale": 0.25},
     "sage_augment_weighted": {"synthesis_mode": "augment", "anchor_policy": "weighted"},
     "sage_augment_scale_0.25": {"synthesis_mode": "augment", "shift_scale": 0.25},
+    # sequence-level inversion: (1 - t) anchor + t map-neighbour, token by token (see README, Results)
+    "sage_interpolate": {"synthesis": "interpolate"},
+    "sage_interpolate_none": {"synthesis": "interpolate", "reducer": "none"},
     "textbrewer_kd": {"peer": "textbrewer_kd"},
     "textbrewer_hidden": {"peer": "textbrewer_hidden"},
     "torchdistill_kd": {"peer": "torchdistill_kd"},
