@@ -60,9 +60,9 @@ SUITES: dict[str, dict] = {
     # `small`: anyone's 2-core laptop, under an hour (RTE subsampled: whole, it alone took 45 min here)
     "small": {"epochs": 3, "tasks": _SMALL_TASKS, "teacher_epochs": 3, "warmup_max_samples": 1000},
     # `cpu`: the five tasks at small's scale, for a 5-task average where no GPU is lent (SST-2/RTE as small)
-    "cpu": {"epochs": 3, "tasks": {**_SMALL_TASKS, "mrpc": {"max_train_samples": 2000, "max_seq_length": 128},
+    "cpu": {"epochs": 3, "tasks": {**_SMALL_TASKS, "mrpc": {"max_train_samples": 1500, "max_seq_length": 128},
                                    "cola": {"max_train_samples": 3000, "max_seq_length": 64},
-                                   "stsb": {"max_train_samples": 2000, "max_seq_length": 128}},
+                                   "stsb": {"max_train_samples": 1500, "max_seq_length": 128}},
             "teacher_epochs": 3, "warmup_max_samples": 1000},
     "explore": {"epochs": 3, "tasks": {"sst2": {"max_train_samples": 10000, "max_seq_length": 64}},
                 "teacher_epochs": 2, "warmup_max_samples": 2000},
