@@ -45,6 +45,9 @@ SYSTEMS: dict[str, dict] = {
     "sage_scale_0.25": {"shift_scale": 0.25},
     "sage_augment_weighted": {"synthesis_mode": "augment", "anchor_policy": "weighted"},
     "sage_augment_scale_0.25": {"synthesis_mode": "augment", "shift_scale": 0.25},
+    # sequence-level inversion: (1 - t) anchor + t map-neighbour, token by token (see README, Results)
+    "sage_interpolate": {"synthesis": "interpolate"},
+    "sage_interpolate_none": {"synthesis": "interpolate", "reducer": "none"},
     "textbrewer_kd": {"peer": "textbrewer_kd"},
     "textbrewer_hidden": {"peer": "textbrewer_hidden"},
     "torchdistill_kd": {"peer": "torchdistill_kd"},
@@ -57,9 +60,9 @@ SUITES: dict[str, dict] = {
     # `small`: anyone's 2-core laptop, under an hour (RTE subsampled: whole, it alone took 45 min here)
     "small": {"epochs": 3, "tasks": _SMALL_TASKS, "teacher_epochs": 3, "warmup_max_samples": 1000},
     # `cpu`: the five tasks at small's scale, for a 5-task average where no GPU is lent (SST-2/RTE as small)
-    "cpu": {"epochs": 3, "tasks": {**_SMALL_TASKS, "mrpc": {"max_train_samples": 2000, "max_seq_length": 128},
+    "cpu": {"epochs": 3, "tasks": {**_SMALL_TASKS, "mrpc": {"max_train_samples": 1500, "max_seq_length": 128},
                                    "cola": {"max_train_samples": 3000, "max_seq_length": 64},
-                                   "stsb": {"max_train_samples": 2000, "max_seq_length": 128}},
+                                   "stsb": {"max_train_samples": 1500, "max_seq_length": 128}},
             "teacher_epochs": 3, "warmup_max_samples": 1000},
     "explore": {"epochs": 3, "tasks": {"sst2": {"max_train_samples": 10000, "max_seq_length": 64}},
                 "teacher_epochs": 2, "warmup_max_samples": 2000},

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 _TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+_PARTNER_KEYS = tuple(f"partner_{k}" for k in _TOKEN_KEYS)  # an interpolated example's second sequence
 
 
 def _as_tensor(value) -> torch.Tensor:
@@ -46,7 +47,8 @@ class SageDataCollator:
         seq_key = "inputs_embeds" if "inputs_embeds" in first else "input_ids" if "input_ids" in first else None
         if seq_key is not None:
             seqs = [_as_tensor(f[seq_key]) for f in features]
-            length = self._target_length([len(s) for s in seqs])
+            partners = [_as_tensor(f["partner_input_ids"]) for f in features] if "partner_input_ids" in first else []
+            length = self._target_length([len(s) for s in seqs + partners])
             masks = [
                 _as_tensor(f["attention_mask"]) if "attention_mask" in f else torch.ones(len(s), dtype=torch.long)
                 for f, s in zip(features, seqs)
@@ -56,8 +58,16 @@ class SageDataCollator:
             batch["attention_mask"] = torch.stack([_pad(m.long(), length, 0) for m in masks])
             if "token_type_ids" in first:
                 batch["token_type_ids"] = torch.stack([_pad(_as_tensor(f["token_type_ids"]), length, 0) for f in features])
+            if partners:  # padded to the same length as the anchors, so the two can be mixed position by position
+                batch["partner_input_ids"] = torch.stack([_pad(s, length, self.pad_token_id) for s in partners])
+                batch["partner_attention_mask"] = torch.stack([_pad(
+                    _as_tensor(f["partner_attention_mask"]).long() if "partner_attention_mask" in f
+                    else torch.ones(len(s), dtype=torch.long), length, 0) for f, s in zip(features, partners)])
+                if "partner_token_type_ids" in first:
+                    batch["partner_token_type_ids"] = torch.stack(
+                        [_pad(_as_tensor(f["partner_token_type_ids"]), length, 0) for f in features])
         for key in first:
-            if key in batch or key in _TOKEN_KEYS or key == "inputs_embeds":
+            if key in batch or key in _TOKEN_KEYS or key in _PARTNER_KEYS or key == "inputs_embeds":
                 continue
             name = "labels" if key in ("label", "label_ids") else key
             values = [f[key] for f in features]

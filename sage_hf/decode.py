@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import torch
 
-from .collator import SageDataCollator
-
 
 @torch.no_grad()
 def nearest_tokens(teacher, vectors: torch.Tensor, token_type_ids: torch.Tensor | None = None,
@@ -51,14 +49,17 @@ def decode_synthetic(engine, tokenizer, count: int = 3) -> list[str]:
     """'anchor text => decoded synthetic text' for the first `count` synthetic entries of the buffer."""
     buf = engine.buffer
     slots = torch.nonzero(buf.synthetic).flatten()[:count].tolist()
-    device = next(engine.teacher.parameters()).device
     lines = []
+    entries = buf.contents()
+    types = engine.features.get("token_type_ids")
     for slot in slots:
-        src = int(buf.source[slot])
-        batch = SageDataCollator()([{k: v[src] for k, v in engine.features.items()}])
-        batch = {k: v.to(device) for k, v in batch.items()}
-        vectors = engine.materialise(batch, buf.shift[slot:slot + 1].to(device))[0]
-        ids = nearest_tokens(engine.teacher, vectors, batch.get("token_type_ids", [None])[0])
-        anchor = tokenizer.decode(batch["input_ids"][0], skip_special_tokens=True)
+        src, partner = int(entries.source[slot]), int(entries.partner[slot])
+        vectors, mask = engine.materialise(entries, slot, slot + 1)
+        vectors = vectors[0][mask[0].bool()]  # an interpolated entry covers the longer of its two sequences
+        tt = None
+        if types is not None:
+            tt = list(types[src]) + list(types[partner])[len(types[src]):]
+        ids = nearest_tokens(engine.teacher, vectors, tt)
+        anchor = tokenizer.decode(engine.features["input_ids"][src], skip_special_tokens=True)
         lines.append(f"{anchor!r} => {tokenizer.decode(ids, skip_special_tokens=True)!r}")
     return lines

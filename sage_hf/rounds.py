@@ -22,7 +22,7 @@ from .collator import SageDataCollator
 from .difficulty import pooled_layer1, score_examples
 from .reducers import ReducerSettings, fit_or_load_reducer
 from .sampling import fit_neighbour_index, sample_near_anchors
-from .synthetic import SageTrainBuffer, SyntheticSet
+from .synthetic import SageTrainBuffer, SyntheticSet, add_shift, materialise  # noqa: F401 (add_shift: API)
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ class SageEngine:
                              f"examples ({n}).")
         self.synthetic_count = args.synthetic_count if args.synthetic_count is not None else n
         length = self.synthetic_count if args.synthesis_mode == "replace" else n + self.synthetic_count
-        self.buffer = SageTrainBuffer(real_features, labels, length, teacher.width, self.teacher_logits.shape[-1])
+        self.buffer = SageTrainBuffer(real_features, labels, length, teacher.width, self.teacher_logits.shape[-1],
+                                      pairs=args.synthesis == "interpolate")
         self.buffer.fill(SyntheticSet.real(np.arange(length) % n, self.teacher_logits, teacher.width))
         self.map_cache_dir = map_cache_dir
         self.map_key = map_key
@@ -152,16 +153,25 @@ class SageEngine:
         seconds["sample"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        inverted = self.reducer.inverse(points.points.astype(np.float32), progress=self._is_main())
         anchors = torch.as_tensor(selection.indices, dtype=torch.long)
-        shift = torch.as_tensor(inverted - self.pooled[selection.indices], dtype=torch.float32) * args.shift_scale
+        m = len(anchors)
+        if args.synthesis == "interpolate":
+            # Invert at the sequence level: the sampler's own anchor -> neighbour position, token by token.
+            shift = torch.zeros(m, self.teacher.width)
+            partner = torch.as_tensor(points.neighbour_idx, dtype=torch.long)
+            mix = torch.as_tensor(points.t, dtype=torch.float32)
+        else:
+            inverted = self.reducer.inverse(points.points.astype(np.float32), progress=self._is_main())
+            shift = torch.as_tensor(inverted - self.pooled[selection.indices], dtype=torch.float32) * args.shift_scale
+            partner, mix = anchors.clone(), torch.zeros(m)
+        synthetic = SyntheticSet(anchors, shift, torch.zeros(m, self.teacher_logits.shape[-1]),
+                                 torch.ones(m, dtype=torch.bool), partner, mix)
         seconds["invert"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        logits = self.label(anchors, shift)
+        synthetic.teacher_logits = self.label(synthetic)
         seconds["label"] = time.perf_counter() - start
 
-        synthetic = SyntheticSet(anchors, shift, logits, torch.ones(len(anchors), dtype=torch.bool))
         if args.synthesis_mode == "augment":
             synthetic = SyntheticSet.concat(SyntheticSet.real(np.arange(self.n_real), self.teacher_logits,
                                                               self.teacher.width), synthetic)
@@ -175,23 +185,28 @@ class SageEngine:
         return report
 
     @torch.no_grad()
-    def label(self, anchors: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    def label(self, entries: SyntheticSet) -> torch.Tensor:
         """Teacher logits of synthetic examples, run from layer 1 in batches."""
-        device = next(self.teacher.parameters()).device
-        collator = SageDataCollator()
-        out = []
-        bs = self.args.teacher_batch_size
-        for start in range(0, len(anchors), bs):
-            idx = anchors[start:start + bs].tolist()
-            batch = collator([{k: v[i] for k, v in self.features.items()} for i in idx])
-            batch = {k: v.to(device) for k, v in batch.items()}
-            vectors = self.materialise(batch, shift[start:start + bs].to(device))
-            out.append(self.teacher.logits_from_layer1(vectors, batch["attention_mask"]).float().cpu())
+        out = [self.teacher.logits_from_layer1(*self.materialise(entries, start, start + self.args.teacher_batch_size))
+               .float().cpu() for start in range(0, len(entries), self.args.teacher_batch_size)]
         return torch.cat(out) if out else torch.zeros(0, self.teacher_logits.shape[-1])
 
-    def materialise(self, batch: dict, shift: torch.Tensor) -> torch.Tensor:
-        vectors = self.teacher.layer1(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-        return add_shift(vectors, shift, batch["attention_mask"])
+    def materialise(self, entries: SyntheticSet, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer-1 vectors and mask of entries[start:stop], on the teacher's device."""
+        device = next(self.teacher.parameters()).device
+        rows = range(start, min(stop, len(entries)))
+        items = []
+        for i in rows:
+            src, partner = int(entries.source[i]), int(entries.partner[i])
+            item = {k: v[src] for k, v in self.features.items()}
+            if self.buffer.pairs:
+                item.update({f"partner_{k}": v[partner] for k, v in self.features.items()})
+            items.append(item)
+        batch = {k: v.to(device) for k, v in SageDataCollator()(items).items()}
+        batch["shift"] = entries.shift[start:stop].to(device)
+        if self.buffer.pairs:
+            batch["mix"] = entries.mix[start:stop].to(device)
+        return materialise(self.teacher, batch)
 
     # ---- checkpoint state -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -227,8 +242,3 @@ class SageEngine:
         from accelerate import PartialState
 
         return PartialState().is_main_process
-
-
-def add_shift(vectors: torch.Tensor, shift: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Anchor's layer-1 sequence + shift on every real token (padding stays untouched)."""
-    return vectors + shift.to(vectors.dtype).unsqueeze(1) * mask.unsqueeze(-1).to(vectors.dtype)

@@ -16,7 +16,8 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from .callback import SageCallback
 from .collator import SageDataCollator
 from .losses import distillation_loss_per_example
-from .rounds import SageEngine, add_shift
+from .rounds import SageEngine
+from .synthetic import materialise
 from .student import SageStudentForSequenceClassification
 from .teacher import TeacherInterface, as_teacher
 from .teacher_cache import compute_teacher_logits
@@ -35,6 +36,10 @@ SAGE_COLUMNS = [
     "label_ids",
     "teacher_logits",
     "shift",
+    "partner_input_ids",
+    "partner_attention_mask",
+    "partner_token_type_ids",
+    "mix",
     "example_id",
 ]
 
@@ -228,19 +233,7 @@ class SageTrainer(Trainer):
 
     @torch.no_grad()
     def _layer1_and_teacher_logits(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        mask = inputs.get("attention_mask")
-        if inputs.get("inputs_embeds") is not None:
-            vectors = inputs["inputs_embeds"]
-        elif inputs.get("input_ids") is not None:
-            vectors = self.teacher.layer1(inputs["input_ids"], mask, inputs.get("token_type_ids"))
-        else:
-            raise ValueError(
-                f"A batch must carry 'input_ids' or 'inputs_embeds'; this one has {sorted(inputs)}."
-            )
-        if mask is None:
-            mask = torch.ones(vectors.shape[:2], dtype=torch.long, device=vectors.device)
-        if inputs.get("shift") is not None:  # lazy synthetic example: anchor's layer-1 sequence + shift
-            vectors = add_shift(vectors, inputs["shift"], mask)
+        vectors, mask = materialise(self.teacher, inputs)  # real, shifted or interpolated examples
         cached = inputs.get("teacher_logits")
         if cached is not None:
             num_labels = self.model.config.num_labels

@@ -13,6 +13,7 @@ from .losses import KD_LOSSES
 from .reducers import VALID_INVERSE_BACKENDS, VALID_METRICS, VALID_REDUCERS
 
 SYNTHESIS_MODES = ("replace", "augment")
+SYNTHESIS = ("shift", "interpolate")
 REGENERATE = ("every_epoch", "once")
 
 
@@ -79,6 +80,13 @@ class SageTrainingArguments(TrainingArguments):
     synthetic_count: int | None = field(
         default=None, metadata={"help": "Synthetic examples per round (default: as many as real examples)."}
     )
+    synthesis: str = field(
+        default="shift",
+        metadata={"help": "How a sampled map point becomes a layer-1 sequence. 'shift' (the paper): the anchor's "
+                  "sequence plus (inverted vector - anchor's pooled vector) on every token. 'interpolate': the "
+                  "sampler's anchor -> neighbour position applied to whole sequences, (1 - t) anchor + t neighbour, "
+                  "token by token (no vector inversion needed)."},
+    )
     synthesis_mode: str = field(
         default="augment",
         metadata={"help": "'augment': each epoch trains on real + synthetic examples (the best measured, see README); "
@@ -128,6 +136,7 @@ class SageTrainingArguments(TrainingArguments):
         _one_of("reducer_metric", self.reducer_metric, VALID_METRICS)
         _one_of("pooling", self.pooling, POOLINGS)
         _one_of("anchor_policy", self.anchor_policy, VALID_POLICIES)
+        _one_of("synthesis", self.synthesis, SYNTHESIS)
         _one_of("synthesis_mode", self.synthesis_mode, SYNTHESIS_MODES)
         _one_of("regenerate", self.regenerate, REGENERATE)
         _one_of("inversion_backend", self.inversion_backend, VALID_INVERSE_BACKENDS)

@@ -257,3 +257,56 @@ def test_length_grouping_follows_the_current_entries(tmp_path):
         assert sorted(order) == list(range(96))
         current = lengths[buffer.source]
         assert current[order[0]] == current.max()  # the longest current entry leads, as in LengthGroupedSampler
+
+
+# ---- synthesis="interpolate": the sampler's anchor -> neighbour position applied to whole sequences ----------
+def _padded_layer1(teacher, ids: list[int], length: int):
+    ids_t = torch.tensor([ids + [0] * (length - len(ids))])
+    mask = torch.tensor([[1] * len(ids) + [0] * (length - len(ids))])
+    return teacher.layer1(ids_t, mask, None), mask
+
+
+def test_interpolated_examples_mix_anchor_and_neighbour_token_by_token(tmp_path):
+    trainer = make_trainer(tmp_path, n=64, synthesis="interpolate", synthetic_count=24)
+    engine, teacher = trainer.sage_engine, trainer.teacher
+    losses = np.linspace(0.0, 1.0, 64, dtype=np.float32)
+    engine.run_round(trainer.model, losses, np.zeros(64, bool), epoch=0.0)
+    entries = engine.buffer.contents()
+    assert bool(entries.synthetic.all()) and len(entries) == 24
+    assert (entries.partner != entries.source).all() and (entries.shift == 0).all()
+    assert ((entries.mix > 0) & (entries.mix < 1)).all()
+    neighbours = engine._neighbours.kneighbors(engine.coords[entries.source.numpy()], 6, return_distance=False)
+    assert all(int(p) in row for p, row in zip(entries.partner, neighbours)), "partners are the anchors' map neighbours"
+    ids = engine.features["input_ids"]
+    with torch.no_grad():
+        for slot in range(24):
+            a, b, t = int(entries.source[slot]), int(entries.partner[slot]), float(entries.mix[slot])
+            length = max(len(ids[a]), len(ids[b]))
+            va, ma = _padded_layer1(teacher, ids[a], length)
+            vb, mb = _padded_layer1(teacher, ids[b], length)
+            expected = teacher.logits_from_layer1((1 - t) * va + t * vb, torch.maximum(ma, mb))[0]
+            assert torch.allclose(entries.teacher_logits[slot], expected, atol=1e-5)
+
+
+def test_the_trainer_builds_the_interpolated_example_the_teacher_labelled(tmp_path):
+    trainer = make_trainer(tmp_path, n=64, synthesis="interpolate", synthesis_mode="augment", synthetic_count=16)
+    engine = trainer.sage_engine
+    engine.run_round(trainer.model, np.linspace(0.0, 1.0, 64, dtype=np.float32), np.zeros(64, bool), epoch=0.0)
+    slots = list(range(60, 80))  # real entries, then synthetic ones
+    batch = trainer.data_collator([engine.buffer[i] for i in slots])
+    assert batch["partner_input_ids"].shape == batch["input_ids"].shape
+    batch.pop("teacher_logits")  # make the trainer run the teacher on what it built
+    vectors, mask, logits = trainer._layer1_and_teacher_logits(batch)
+    assert torch.allclose(logits, engine.buffer.teacher_logits[slots], atol=1e-5)
+    real = batch["example_id"] >= 0
+    assert int(real.sum()) == 4
+    lengths = torch.tensor([len(engine.features["input_ids"][int(s)]) for s in engine.buffer.source[slots][real]])
+    assert mask[real].sum(-1).tolist() == lengths.tolist(), "a real entry keeps its own tokens only"
+
+
+def test_interpolate_trains_and_lowers_the_loss(tmp_path):
+    trainer = make_trainer(tmp_path, n=96, synthesis="interpolate", synthesis_mode="augment", num_train_epochs=3,
+                           logging_strategy="epoch")
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(trainer.sage_engine.history) == 3 and losses[-1] < losses[0]
