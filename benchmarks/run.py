@@ -106,11 +106,11 @@ def markdown(report: dict) -> str:
     systems = [s for s in SYSTEMS if any(c["system"] == s for c in cells)]
     teacher = {t: _mean_std([c.get("teacher_metric") for c in cells if c["task"] == t])[0] for t in tasks}
     metric = {t: next((c.get("metric_name") for c in cells if c["task"] == t and c.get("metric_name")), "") for t in tasks}
-    head = "| system | " + " | ".join(f"{t} ({metric[t]})" for t in tasks) + " | average | retention | wall s | peak RSS MB |"
+    head = "| system | " + " | ".join(f"{t} ({metric[t]})" for t in tasks) + " | average | retention | train s | wall s | peak RSS MB |"
     lines = [f"Suite `{report['suite']}`, {report['date']}, on {_machine_text(report['machine'])}.",
-             f"Command: `{report['command']}`", "", head, "|" + "---|" * (len(tasks) + 5)]
+             f"Command: `{report['command']}`", "", head, "|" + "---|" * (len(tasks) + 6)]
     lines.append("| teacher | " + " | ".join(_fmt(teacher[t], None) for t in tasks) + " | "
-                 + _fmt(_avg([teacher[t] for t in tasks]), None) + " | 100% | | |")
+                 + _fmt(_avg([teacher[t] for t in tasks]), None) + " | 100% | | | |")
     for system in systems:
         row, per_task_means = [], []
         for t in tasks:
@@ -124,15 +124,25 @@ def markdown(report: dict) -> str:
         retention = f"{100 * avg / t_avg:.1f}%" if avg is not None and t_avg else "n/a"
         sel = [c for c in cells if c["system"] == system]
         wall = _mean_std([c.get("wall_s") for c in sel])[0]
+        train = _mean_std([_train_seconds(c) for c in sel])[0]
         rss = max([c.get("peak_rss_mb") or 0 for c in sel] or [0])
-        lines.append(f"| {system} | " + " | ".join(row) + f" | {_fmt(avg, None)} | {retention} | "
-                     f"{wall:.0f} | {rss:.0f} |" if wall is not None else f"| {system} | " + " | ".join(row) + " | | | | |")
+        train_text = f"{train:.0f}" if train is not None else ""
+        lines.append(f"| {system} | " + " | ".join(row) + f" | {_fmt(avg, None)} | {retention} | {train_text} | "
+                     f"{wall:.0f} | {rss:.0f} |" if wall is not None else f"| {system} | " + " | ".join(row) + " | | | | | |")
     lines += ["", "Metric: GLUE dev, x100, mean ± std over seeds where there are several. Retention: student average /"
-              " teacher average. Wall s: mean per cell, teacher stage excluded when cached."]
+              " teacher average. Train s: mean per cell of the seconds inside training, SAGE rounds included (teacher"
+              " stage, logit caching and evaluation excluded). Wall s: mean per cell, all of it, the teacher stage"
+              " included in each task's first cell. Peak RSS: the largest cell's."]
     left = report.get("left_out")
     if left:
         lines.append(f"Left out (budget): {len(left)} cells: {', '.join('/'.join(map(str, c)) for c in left[:20])}")
     return "\n".join(lines) + "\n"
+
+
+def _train_seconds(cell: dict):
+    if cell.get("seconds_train") is None:
+        return None
+    return cell["seconds_train"] + sum((cell.get("seconds_stages") or {}).values())
 
 
 def _avg(values):
@@ -193,7 +203,16 @@ def main() -> None:
     p.add_argument("--results_dir", default=str(HERE / "results"))
     p.add_argument("--date", default=None, help="results file date (default today; reuse one to resume)")
     p.add_argument("--budget_s", type=float, default=None, help="stop starting new cells after this many seconds")
-    run_suite(p.parse_args())
+    p.add_argument("--table_only", action="store_true", help="rewrite the table and plots from the results file")
+    args = p.parse_args()
+    if args.table_only:
+        out = Path(args.results_dir) / f"{args.suite}-{args.date or dt.date.today().isoformat()}.json"
+        report = json.loads(out.read_text())
+        out.with_suffix(".md").write_text(markdown(report))
+        plots(report, out.with_suffix(""))
+        print(out.with_suffix(".md").read_text())
+        return
+    run_suite(args)
 
 
 if __name__ == "__main__":

@@ -25,16 +25,18 @@ def test_table_reports_mean_std_average_and_retention():
     cells = []
     for seed, (a, b) in enumerate([(0.80, 0.60), (0.84, 0.62)]):
         cells.append({"task": "sst2", "system": "kd", "seed": seed, "dev_metric": a, "teacher_metric": 0.90,
-                      "metric_name": "accuracy", "wall_s": 10.0, "peak_rss_mb": 900.0, "error": None})
+                      "metric_name": "accuracy", "wall_s": 10.0, "peak_rss_mb": 900.0, "error": None,
+                      "seconds_train": 6.0, "seconds_stages": {"score": 1.0, "label": 1.0}})
         cells.append({"task": "rte", "system": "kd", "seed": seed, "dev_metric": b, "teacher_metric": 0.70,
-                      "metric_name": "accuracy", "wall_s": 20.0, "peak_rss_mb": 1000.0, "error": None})
+                      "metric_name": "accuracy", "wall_s": 20.0, "peak_rss_mb": 1000.0, "error": None,
+                      "seconds_train": 12.0, "seconds_stages": {}})
     cells.append({"task": "rte", "system": "textbrewer_kd", "seed": 0, "dev_metric": None,
                   "error": "PeerUnavailable: textbrewer needs X"})
     table = bench.markdown({"suite": "small", "date": "2026-11-22", "machine": {"cpu": "Test CPU", "cores": 2},
                             "command": "python benchmarks/run.py --suite small", "cells": cells})
     kd = next(line for line in table.splitlines() if line.startswith("| kd |"))
     assert "82.00 ± 2.00" in kd and "61.00 ± 1.00" in kd
-    assert "71.50" in kd and f"{100 * 0.715 / 0.80:.1f}%" in kd and "| 15 | 1000 |" in kd
+    assert "71.50" in kd and f"{100 * 0.715 / 0.80:.1f}%" in kd and "| 10 | 15 | 1000 |" in kd
     peer = next(line for line in table.splitlines() if line.startswith("| textbrewer_kd |"))
     assert "error: PeerUnavailable: textbrewer needs X" in peer
 
