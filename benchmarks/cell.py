@@ -186,9 +186,11 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
 
         exported = export_student(student, teacher)
         try:
+            # the same optimiser steps as plain KD (and default SAGE), on the same real examples
+            steps = kd_step_budget(len(train), spec, 32, str(wiki) if wiki.is_dir() else None)
             out = run_peer(peer, teacher.model, exported, data["train"], num_train_epochs=spec["epochs"],
                            learning_rate=1e-4, batch_size=32, temperature=2.0, seed=seed, device=str(teacher_args.device),
-                           bf16=not use_cpu)
+                           bf16=not use_cpu, max_steps=steps)
         except PeerUnavailable as err:
             cell.update(error=str(err), dev_metric=None, agreement=None, epochs=None)
             return _finish(cell, start)
