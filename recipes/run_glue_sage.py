@@ -406,5 +406,15 @@ def write_student(trainer, training_args, data_args, metric_task, metrics, teach
     return folder
 
 
+def end_distributed() -> None:
+    """Leave the process group together: a rank exiting with gloo threads still up aborts ("terminate called...")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 if __name__ == "__main__":
     main()
+    end_distributed()

@@ -3,6 +3,8 @@
 import json
 import sys
 
+import torch.distributed as dist
+
 sys.path.insert(0, sys.argv[2])
 
 from conftest import tiny_dataset, tiny_teacher  # noqa: E402
@@ -24,3 +26,6 @@ report = {"rank": trainer.args.process_index, "world_size": trainer.args.world_s
           "buffer_digest": trainer.sage_engine.buffer.contents().digest(), "global_step": trainer.state.global_step}
 with open(f"{out_dir}/sage_rank{report['rank']}.json", "w") as f:
     json.dump(report, f)
+if dist.is_initialized():  # leave together: a rank exiting with gloo threads still up can abort
+    dist.barrier()
+    dist.destroy_process_group()

@@ -34,3 +34,6 @@ report = {
 }
 with open(f"{out_dir}/rank{report['rank']}.json", "w") as f:
     json.dump(report, f)
+if dist.is_initialized():  # leave together: a rank exiting with gloo threads still up can abort
+    dist.barrier()
+    dist.destroy_process_group()
