@@ -22,7 +22,7 @@ from .collator import SageDataCollator
 from .difficulty import pooled_layer1, score_examples
 from .reducers import ReducerSettings, fit_or_load_reducer
 from .sampling import fit_neighbour_index, sample_near_anchors
-from .synthetic import SageTrainBuffer, SyntheticSet, add_shift, materialise  # noqa: F401 (add_shift: API)
+from .synthetic import SageTrainBuffer, SyntheticSet, materialise
 
 logger = logging.getLogger(__name__)
 
