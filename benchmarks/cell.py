@@ -117,8 +117,8 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
     from sage_hf import (SageStudentForSequenceClassification, SageTrainer, SageTrainingArguments, TeacherInterface,
                          cache_teacher_logits, default_teacher_path, export_student)
     from sage_hf.data import get_task
-    from sage_hf.difficulty import score_examples
-    from sage_hf.metrics import make_compute_metrics
+    from sage_hf.rounds.scoring import score_examples
+    from sage_hf.data.metrics import make_compute_metrics
 
     spec = SUITES[suite]
     tconf = spec["tasks"][task]
@@ -233,7 +233,7 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
         train_examples_per_s=round(trainer.state.global_step * training_args.train_batch_size / max(train_s, 1e-9), 1),
     )
     if system == "sage":  # every system exports the same architecture: measure it once per task
-        from sage_hf.model_card import measure_cpu_speed
+        from sage_hf.publishing.model_card import measure_cpu_speed
 
         exported = export_student(trainer.model, teacher)
         texts = list(raw[eval_splits[0]][text_columns[0]][:64])
@@ -260,7 +260,7 @@ def _sage_steps(per_epoch: int, spec: dict, batch_size: int, warmup_source: str 
     """Optimiser steps of a default SAGE cell: warm-up steps + epochs x steps over `per_epoch` examples."""
     import math
 
-    from sage_hf.warmup import load_warmup_texts
+    from sage_hf.data.warmup import load_warmup_texts
 
     warm = 0
     if warmup_source is not None:

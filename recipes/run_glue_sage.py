@@ -44,7 +44,7 @@ from sage_hf import (
     export_student,
 )
 from sage_hf.data import get_task, load_custom, load_glue, validate_labels
-from sage_hf.metrics import make_compute_metrics
+from sage_hf.data.metrics import make_compute_metrics
 
 logger = logging.getLogger("run_glue_sage")
 

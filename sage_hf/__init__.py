@@ -7,11 +7,11 @@ synthetic vectors -> next epoch.
 __version__ = "0.1.0"
 
 from .collator import SageDataCollator
-from .export import export_student
+from .models.export import export_student
 from .losses import distillation_loss_per_example, kd_loss_per_example
-from .offline import default_teacher_path
-from .student import SageStudentConfig, SageStudentForSequenceClassification, default_teacher_layers
-from .teacher import TeacherInterface, UnsupportedArchitectureError, as_teacher
+from .models.offline import default_teacher_path
+from .models.student import SageStudentConfig, SageStudentForSequenceClassification, default_teacher_layers
+from .models.teacher import TeacherInterface, UnsupportedArchitectureError, as_teacher
 from .teacher_cache import cache_teacher_logits, compute_teacher_logits
 from .trainer import SageTrainer
 from .training_args import SageTrainingArguments

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .collator import SageDataCollator
-from .teacher import as_teacher
+from .models.teacher import as_teacher
 
 logger = logging.getLogger(__name__)
 

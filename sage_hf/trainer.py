@@ -13,13 +13,13 @@ import torch
 from transformers import EvalPrediction, Trainer
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .callback import SageCallback
+from .rounds.callback import SageCallback
 from .collator import SageDataCollator
 from .losses import distillation_loss_per_example
-from .rounds import SageEngine
-from .synthetic import materialise
-from .student import SageStudentForSequenceClassification
-from .teacher import TeacherInterface, as_teacher
+from .rounds.engine import SageEngine
+from .rounds.buffer import materialise
+from .models.student import SageStudentForSequenceClassification
+from .models.teacher import TeacherInterface, as_teacher
 from .teacher_cache import compute_teacher_logits
 from .training_args import SageTrainingArguments
 
@@ -132,7 +132,7 @@ class SageTrainer(Trainer):
 
     def warm_up(self) -> None:
         """Logit distillation on unlabeled generic text before round 1 (the paper's general distillation)."""
-        from .warmup import tokenized_warmup_dataset
+        from .data.warmup import tokenized_warmup_dataset
 
         args = self.args
         data = tokenized_warmup_dataset(args.warmup_source, self.processing_class, args.warmup_max_length,
@@ -163,7 +163,7 @@ class SageTrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if (self.sage_engine is not None and dataset is self.sage_engine.buffer
                 and self.args.train_sampling_strategy == "group_by_length"):
-            from .synthetic import BufferLengthGroupedSampler
+            from .rounds.buffer import BufferLengthGroupedSampler
 
             return BufferLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
                                               self.sage_engine.buffer)
@@ -174,16 +174,16 @@ class SageTrainer(Trainer):
         super()._save(output_dir, state_dict)
         from transformers.trainer import TRAINING_ARGS_NAME
 
-        from .hub import strip_tokens
+        from .publishing.hub import strip_tokens
 
         # Trainer pickles its arguments, hub_token included; keep the token out of every saved folder.
         torch.save(strip_tokens(self.args), os.path.join(output_dir or self.args.output_dir, TRAINING_ARGS_NAME))
 
     def export_student(self, folder: str | os.PathLike | None = None, **card_kwargs) -> Path:
         """The standard student (teacher input layer + student layers), tokenizer and model card in `folder`."""
-        from .export import export_student
+        from .models.export import export_student
 
-        from .model_card import write_student_card
+        from .publishing.model_card import write_student_card
 
         folder = Path(folder or os.path.join(self.args.output_dir, "student"))
         student = self.accelerator.unwrap_model(self.model)
@@ -194,7 +194,7 @@ class SageTrainer(Trainer):
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
                     token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
         """Push the exported *standard* student (never the headless one), tokenizer, card and pictures."""
-        from .hub import push_folder_to_hub
+        from .publishing.hub import push_folder_to_hub
 
         if not self.args.hub_model_id:
             raise ValueError("push_to_hub needs SageTrainingArguments(hub_model_id='you/model-name').")

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from .anchors import VALID_POLICIES
-from .difficulty import POOLINGS
+from .rounds.anchors import VALID_POLICIES
+from .rounds.scoring import POOLINGS
 from .losses import KD_LOSSES
-from .reducers import VALID_INVERSE_BACKENDS, VALID_METRICS, VALID_REDUCERS
+from .maps.reducers import VALID_INVERSE_BACKENDS, VALID_METRICS, VALID_REDUCERS
 
 SYNTHESIS_MODES = ("replace", "augment")
 SYNTHESIS = ("shift", "interpolate")

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from sage_hf.anchors import VALID_POLICIES, AnchorSelection, pool_size_for, select_anchors
+from sage_hf.rounds.anchors import VALID_POLICIES, AnchorSelection, pool_size_for, select_anchors
 
 
 @pytest.fixture

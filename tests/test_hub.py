@@ -24,7 +24,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 from conftest import tiny_teacher, tiny_tokenizer
 from hub_server import HubServer, local_hub  # noqa: F401  (fixture)
 from sage_hf import SageStudentForSequenceClassification, TeacherInterface, export_student
-from sage_hf.hub import REDACTED, RedactingFilter, push_folder_to_hub, redact, redact_mapping, strip_tokens
+from sage_hf.publishing.hub import REDACTED, RedactingFilter, push_folder_to_hub, redact, redact_mapping, strip_tokens
 
 TEXTS = ["w5 w6 w7 w8 w9", "w10 w11"]
 MODEL_CARD = """---

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.spatial
 
-from sage_hf.inversion import FastInverseSettings, FastUMAPInverse, fast_inverse_transform, inversion_fidelity
-from sage_hf.reducers import ReducerSettings, build_reducer
+from sage_hf.maps.inversion import FastInverseSettings, FastUMAPInverse, fast_inverse_transform, inversion_fidelity
+from sage_hf.maps.reducers import ReducerSettings, build_reducer
 
 WIDTH = 32
 

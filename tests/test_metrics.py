@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.metrics import matthews_corrcoef as sk_mcc
 from transformers import EvalPrediction
 
-from sage_hf.metrics import (
+from sage_hf.data.metrics import (
     METRIC_KEYS,
     accuracy,
     add_combined_score,

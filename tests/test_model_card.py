@@ -13,7 +13,7 @@ from transformers import BertTokenizer
 
 from sage_hf import SageStudentForSequenceClassification, SageTrainer, SageTrainingArguments, TeacherInterface
 from sage_hf import export_student
-from sage_hf.model_card import (
+from sage_hf.publishing.model_card import (
     CITATION,
     SageModelCardData,
     build_card_data,
@@ -200,15 +200,3 @@ def test_plain_distillation_run_gets_a_card_without_rounds(tmp_path):
     assert loaded.base_model == "owner/teacher" and [r.metric_type for r in loaded.eval_results] == ["accuracy"]
     assert data.rounds_run == 0 and "Plain logit distillation" in text and "### Rounds" not in text
     assert not (tmp_path / "card" / "loss_map.png").exists() and "loss_map.png" not in text
-
-
-def test_template_falls_back_to_the_source_tree(run, tmp_path, monkeypatch):
-    """An install made before the template was packaged still renders, from the repo's model_cards/ folder."""
-    import importlib.resources
-
-    def missing(name):
-        raise ModuleNotFoundError(name)
-
-    monkeypatch.setattr(importlib.resources, "files", missing)
-    card = render_model_card(run["card_data"], tmp_path)
-    assert card.data.base_model == TEACHER_ID and "## Citation" in str(card)

@@ -9,8 +9,8 @@ import logging
 import numpy as np
 import pytest
 
-from sage_hf.inversion import FastInverseSettings
-from sage_hf.reducers import (
+from sage_hf.maps.inversion import FastInverseSettings
+from sage_hf.maps.reducers import (
     IdentityReducer,
     PCAReducer,
     ReducerSettings,
@@ -176,7 +176,7 @@ def test_second_fit_or_load_loads_instead_of_refitting(tmp_path, monkeypatch, ca
     fits = []
     original = UMAPReducer._fit
     monkeypatch.setattr(UMAPReducer, "_fit", lambda self, X: (fits.append(1), original(self, X))[1])
-    with caplog.at_level(logging.INFO, logger="sage_hf.reducers"):
+    with caplog.at_level(logging.INFO, logger="sage_hf.maps.reducers"):
         first = fit_or_load_reducer(UMAP_SMALL, X, cache_dir=tmp_path, extra_key="t")
         second = fit_or_load_reducer(UMAP_SMALL, X, cache_dir=tmp_path, extra_key="t")
     assert len(fits) == 1
@@ -210,7 +210,7 @@ def test_unreadable_cache_file_is_refitted(tmp_path, caplog):
     fit_or_load_reducer(settings, X, cache_dir=tmp_path)
     (path,) = tmp_path.glob("reducer-pca-*.joblib")
     path.write_bytes(b"not a pickle")
-    with caplog.at_level(logging.WARNING, logger="sage_hf.reducers"):
+    with caplog.at_level(logging.WARNING, logger="sage_hf.maps.reducers"):
         reducer = fit_or_load_reducer(settings, X, cache_dir=tmp_path)
     assert not reducer.loaded_from_cache and "refitting" in caplog.text
     assert fit_or_load_reducer(settings, X, cache_dir=tmp_path).loaded_from_cache  # rewritten whole

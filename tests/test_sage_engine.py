@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sage_hf import SageStudentForSequenceClassification, SageTrainer, SageTrainingArguments, TeacherInterface
-from sage_hf.decode import nearest_tokens
+from sage_hf.rounds.decode import nearest_tokens
 from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
 
 

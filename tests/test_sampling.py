@@ -9,7 +9,7 @@ import pytest
 from scipy.spatial import Delaunay
 from sklearn.neighbors import NearestNeighbors
 
-from sage_hf.sampling import SampledPoints, fit_neighbour_index, sample_near_anchors
+from sage_hf.rounds.sampling import SampledPoints, fit_neighbour_index, sample_near_anchors
 
 
 def _coords(n: int = 300, d: int = 2, seed: int = 0) -> np.ndarray:

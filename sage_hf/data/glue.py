@@ -20,7 +20,7 @@ import datasets
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from sage_hf.metrics import METRIC_KEYS
+from sage_hf.data.metrics import METRIC_KEYS
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from .decode import decode_synthetic
-from .plots import plot_round
+from ..publishing.plots import plot_round
 
 logger = logging.getLogger(__name__)
 

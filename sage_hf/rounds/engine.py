@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 from .anchors import select_anchors
-from .collator import SageDataCollator
-from .difficulty import pooled_layer1, score_examples
-from .reducers import ReducerSettings, fit_or_load_reducer
+from ..collator import SageDataCollator
+from .scoring import pooled_layer1, score_examples
+from ..maps.reducers import ReducerSettings, fit_or_load_reducer
 from .sampling import fit_neighbour_index, sample_near_anchors
-from .synthetic import SageTrainBuffer, SyntheticSet, materialise
+from .buffer import SageTrainBuffer, SyntheticSet, materialise
 
 logger = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 
-from .export import export_student
-from .teacher import TeacherInterface
+from ..models.export import export_student
+from ..models.teacher import TeacherInterface
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def _unwrap(model):
 
 def _offline_default_path() -> Path | None:
     try:
-        from .offline import default_teacher_path
+        from ..models.offline import default_teacher_path
 
         return default_teacher_path().resolve()
     except (ModuleNotFoundError, FileNotFoundError):
@@ -306,7 +306,7 @@ def _versions() -> dict[str, str]:
     import huggingface_hub
     import transformers
 
-    from . import __version__
+    from .. import __version__
 
     versions = {"sage-hf": __version__, "Transformers": transformers.__version__, "PyTorch": torch.__version__,
                 "huggingface_hub": huggingface_hub.__version__, "Python": platform.python_version()}
@@ -514,19 +514,9 @@ def _template(template_path: str | Path | None) -> Iterator[Path]:
     if template_path is not None:
         yield Path(template_path)
         return
-    try:
-        resource = importlib.resources.files("sage_hf.model_cards").joinpath(TEMPLATE_NAME)
-    except ModuleNotFoundError:  # an install made before the template was packaged: use the source tree
-        resource = None
-    if resource is not None and resource.is_file():
-        with importlib.resources.as_file(resource) as path:
-            yield path
-        return
-    fallback = Path(__file__).resolve().parents[1] / "model_cards" / TEMPLATE_NAME
-    if not fallback.is_file():
-        raise FileNotFoundError(f"The model-card template {TEMPLATE_NAME} is missing from sage_hf.model_cards; "
-                                "reinstall sage-hf.")
-    yield fallback
+    resource = importlib.resources.files("sage_hf.publishing").joinpath("templates", TEMPLATE_NAME)
+    with importlib.resources.as_file(resource) as path:
+        yield path
 
 
 def _eval_results(data: SageModelCardData) -> list:

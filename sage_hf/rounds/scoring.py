@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .collator import SageDataCollator
-from .losses import distillation_loss_per_example
+from ..collator import SageDataCollator
+from ..losses import distillation_loss_per_example
 
 POOLINGS = ("mean", "first")
 

@@ -1,0 +1,1 @@
+"""The difficulty map: reducers, their cache, and inversion back to vectors."""

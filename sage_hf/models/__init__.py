@@ -1,0 +1,1 @@
+"""Teacher interface, headless student, export to a standard architecture."""

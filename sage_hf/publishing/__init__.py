@@ -1,0 +1,1 @@
+"""Model cards, speed figures, plots and the Hub push of exported students."""

@@ -1,0 +1,1 @@
+"""One SAGE round: score, select anchors, sample, synthesise, label, fill the buffer."""
