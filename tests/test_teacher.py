@@ -1,11 +1,13 @@
-"""Point 2 of the foundation: the teacher runs from its layer-1 vectors, exactly."""
+"""The teacher runs from its layer-1 vectors, exactly, in every supported family."""
 
 import pytest
 import torch
 from transformers import AutoModel, GPT2Config, GPT2ForSequenceClassification
 
 from sage_hf import TeacherInterface, UnsupportedArchitectureError
-from conftest import FAMILIES, family_batch, padded_batch, tiny_config, tiny_teacher
+from sage_hf.models.teacher import position_offset
+
+from testing_utils import FAMILIES, family_batch, padded_batch, tiny_config, tiny_teacher
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
@@ -54,7 +56,8 @@ def test_interface_layer_k_is_the_output_of_layer_k():
     model = tiny_teacher("bert")
     ids, mask, tt = padded_batch()
     with torch.no_grad():
-        hidden = model.bert(input_ids=ids, attention_mask=mask, token_type_ids=tt, output_hidden_states=True).hidden_states
+        out = model.bert(input_ids=ids, attention_mask=mask, token_type_ids=tt, output_hidden_states=True)
+        hidden = out.hidden_states
         got = TeacherInterface(model, 3).layer1(ids, mask, tt)
     torch.testing.assert_close(got, hidden[3], atol=1e-6, rtol=0)
 
@@ -70,12 +73,14 @@ def test_teacher_modules_are_restored_after_a_call():
 
 def test_unsupported_architecture_names_the_supported_ones():
     model = GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
-    with pytest.raises(UnsupportedArchitectureError, match=r"Unsupported teacher architecture 'gpt2'.*bert.*distilbert.*electra.*roberta"):
+    expected = r"Unsupported teacher architecture 'gpt2'.*bert.*distilbert.*electra.*roberta"
+    with pytest.raises(UnsupportedArchitectureError, match=expected):
         TeacherInterface(model)
 
 
 def test_interface_layer_beyond_depth():
-    with pytest.raises(ValueError, match=r"interface_layer=5 is beyond the teacher's depth: it has 4 transformer layers"):
+    expected = r"interface_layer=5 is beyond the teacher's depth: it has 4 transformer layers"
+    with pytest.raises(ValueError, match=expected):
         TeacherInterface(tiny_teacher("bert"), interface_layer=5)
 
 
@@ -86,3 +91,19 @@ def test_teacher_without_head_cannot_give_logits():
     vectors = teacher.layer1(ids, mask, tt)  # the input layer still works
     with pytest.raises(ValueError, match="has no sequence-classification head"):
         teacher.logits_from_layer1(vectors, mask)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_position_offset_is_the_first_position_id_the_model_uses(family):
+    """RoBERTa-likes number positions from pad_token_id + 1; rebuilding inputs position by position needs that."""
+    model = tiny_teacher(family)
+    ids = padded_batch()[0][:1]  # the unpadded row
+    embeddings = TeacherInterface(model).base.embeddings
+    positions = torch.arange(ids.shape[1]).unsqueeze(0) + position_offset(model.config)
+    with torch.no_grad():
+        torch.testing.assert_close(embeddings(input_ids=ids, position_ids=positions), embeddings(input_ids=ids))
+    assert position_offset(model.config) == (2 if family == "roberta" else 0)
+
+
+def test_position_offset_of_a_model_type_sage_does_not_know_is_zero():
+    assert position_offset(GPT2Config()) == 0

@@ -45,20 +45,15 @@ def export_student(
     config.architectures = None
     exported = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
 
-    prefix = f"{t.model.base_model_prefix}."
-    layers_prefix = f"{prefix}{t.spec.layers_path}."
-    input_prefixes = tuple(f"{prefix}{m}." for m in t.spec.input_modules)
-    state = {}
-    for key, value in t.model.state_dict().items():
-        if key.startswith(input_prefixes):
-            state[key] = value
-        elif key.startswith(layers_prefix) and int(key[len(layers_prefix):].split(".", 1)[0]) < k:
-            state[key] = value
-    for key, value in student.backbone.state_dict().items():
-        if key.startswith(layers_prefix):
-            idx, rest = key[len(layers_prefix):].split(".", 1)
-            key = f"{layers_prefix}{int(idx) + k}.{rest}"
-        state[key] = value
+    # Teacher input layer and layers below the interface, then the student's layers on top, then its pooler/head.
+    teacher_inputs, teacher_layers, _ = t.split_state_dict(t.model.state_dict())
+    _, student_layers, student_rest = t.split_state_dict(student.backbone.state_dict())
+    state = {
+        **teacher_inputs,
+        **t.layer_weights(teacher_layers, range(k)),
+        **t.layer_weights(student_layers, sorted(student_layers), start=k),
+        **student_rest,
+    }
     missing, unexpected = exported.load_state_dict(state, strict=False)
     missing = [m for m in missing if m in dict(exported.named_parameters())]
     if missing or unexpected:

@@ -11,7 +11,6 @@ import copy
 import logging
 
 import torch
-from torch import nn
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -57,12 +56,11 @@ class SageStudentConfig(PreTrainedConfig):
         model_type = cfg.pop("model_type")
         for drop in ("architectures", "transformers_version", "id2label", "label2id", "num_labels", "problem_type"):
             cfg.pop(drop, None)
-        return AutoConfig.for_model(
-            model_type, id2label=dict(self.id2label), label2id=dict(self.label2id), problem_type=self.problem_type, **cfg
-        )
+        labels = {"id2label": dict(self.id2label), "label2id": dict(self.label2id), "problem_type": self.problem_type}
+        return AutoConfig.for_model(model_type, **labels, **cfg)
 
     @property
-    def hidden_size(self) -> int:  # noqa: D401 - mirrors transformers configs
+    def hidden_size(self) -> int:
         return self.backbone().hidden_size
 
     @property
@@ -143,7 +141,7 @@ class SageStudentForSequenceClassification(SageStudentPreTrainedModel):
         layers: list[int] | None = None,
         init: str = "teacher",
         interface_layer: int | None = None,
-    ) -> "SageStudentForSequenceClassification":
+    ) -> SageStudentForSequenceClassification:
         """Build a student of the teacher's family and width.
 
         Args:
@@ -191,22 +189,10 @@ class SageStudentForSequenceClassification(SageStudentPreTrainedModel):
     @torch.no_grad()
     def copy_from_teacher(self, teacher: TeacherInterface, layers: list[int]) -> None:
         """Copy the chosen teacher layers, and every non-input, non-layer weight (pooler, head)."""
-        t_sd = teacher.model.state_dict()
-        prefix = teacher.model.base_model_prefix
-        layers_prefix = f"{prefix}.{teacher.spec.layers_path}."
-        input_prefixes = tuple(f"{prefix}.{m}." for m in teacher.spec.input_modules)
+        _, teacher_layers, rest = teacher.split_state_dict(teacher.model.state_dict())
         own = self.backbone.state_dict()
-        new = {}
-        for key, value in t_sd.items():
-            if key.startswith(input_prefixes):
-                continue
-            if key.startswith(layers_prefix):
-                idx, rest = key[len(layers_prefix):].split(".", 1)
-                if int(idx) not in layers:
-                    continue
-                key = f"{layers_prefix}{layers.index(int(idx))}.{rest}"
-            if key in own:
-                new[key] = value
+        new = {key: value for key, value in {**rest, **teacher.layer_weights(teacher_layers, layers)}.items()
+               if key in own}
         missing = [k for k in own if k not in new]
         if missing:
             logger.info("Student weights not found in the teacher (kept at init): %s", missing)

@@ -10,6 +10,7 @@ implementation (sdpa / eager) and head exactly as the library wrote them.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -24,18 +25,21 @@ class FamilySpec:
     input_modules: tuple[str, ...]  # attribute names on the base model, run in order before the encoder stack
     layers_path: str  # dotted path from the base model to the nn.ModuleList of transformer layers
     num_layers_attr: str  # config attribute holding the layer count
+    token_types: bool = True  # whether the input layer takes token_type_ids
+    positions_after_padding: bool = False  # RoBERTa-likes number positions from pad_token_id + 1
 
 
 _BERT_LIKE = FamilySpec(("embeddings",), "encoder.layer", "num_hidden_layers")
+_ROBERTA_LIKE = FamilySpec(("embeddings",), "encoder.layer", "num_hidden_layers", positions_after_padding=True)
 
 FAMILIES: dict[str, FamilySpec] = {
     "bert": _BERT_LIKE,
-    "roberta": _BERT_LIKE,
-    "xlm-roberta": _BERT_LIKE,
-    "camembert": _BERT_LIKE,
+    "roberta": _ROBERTA_LIKE,
+    "xlm-roberta": _ROBERTA_LIKE,
+    "camembert": _ROBERTA_LIKE,
     # ELECTRA may project embedding_size -> hidden_size; the projection belongs to its input layer.
     "electra": FamilySpec(("embeddings", "embeddings_project"), "encoder.layer", "num_hidden_layers"),
-    "distilbert": FamilySpec(("embeddings",), "transformer.layer", "n_layers"),
+    "distilbert": FamilySpec(("embeddings",), "transformer.layer", "n_layers", token_types=False),
 }
 
 
@@ -50,6 +54,12 @@ def family_spec(config) -> FamilySpec:
             f"Unsupported teacher architecture '{model_type}': sage-hf supports {', '.join(sorted(FAMILIES))}."
         )
     return FAMILIES[model_type]
+
+
+def position_offset(config) -> int:
+    """Position id of the first token: `pad_token_id + 1` in RoBERTa-likes, 0 elsewhere (any model type)."""
+    spec = FAMILIES.get(getattr(config, "model_type", None))
+    return config.pad_token_id + 1 if spec is not None and spec.positions_after_padding else 0
 
 
 def _get_path(module: nn.Module, dotted: str):
@@ -148,8 +158,35 @@ class TeacherInterface(nn.Module):
     def has_head(self) -> bool:
         return self.model is not self.base
 
-    def input_layer_modules(self) -> dict[str, nn.Module]:
-        return {name: getattr(self.base, name) for name in self.spec.input_modules if hasattr(self.base, name)}
+    # ---- weights -------------------------------------------------------------------------------------
+    def split_state_dict(self, state: dict[str, torch.Tensor]) -> tuple[dict, dict[int, dict], dict]:
+        """Split a state dict of this family's task model: (input layer, {layer index: weights}, the rest).
+
+        Students and exports are this family's model too, so their weights are moved between models by
+        renumbering layers (`layer_weights`) rather than by matching names.
+        """
+        prefix = f"{self.model.base_model_prefix}."
+        layers_prefix = f"{prefix}{self.spec.layers_path}."
+        input_prefixes = tuple(f"{prefix}{name}." for name in self.spec.input_modules)
+        inputs, layers, rest = {}, {}, {}
+        for key, value in state.items():
+            if key.startswith(input_prefixes):
+                inputs[key] = value
+            elif key.startswith(layers_prefix):
+                index, name = key[len(layers_prefix):].split(".", 1)
+                layers.setdefault(int(index), {})[name] = value
+            else:
+                rest[key] = value
+        return inputs, layers, rest
+
+    def layer_weights(self, layers: dict[int, dict], order: Iterable[int], start: int = 0) -> dict[str, torch.Tensor]:
+        """State-dict entries putting layer `order[i]` of `layers` (from `split_state_dict`) at index `start + i`."""
+        layers_prefix = f"{self.model.base_model_prefix}.{self.spec.layers_path}."
+        return {
+            f"{layers_prefix}{start + i}.{name}": value
+            for i, index in enumerate(order)
+            for name, value in layers[index].items()
+        }
 
     # ---- the interface -------------------------------------------------------------------------------
     def _cut(self, start: int, stop: int | None):
@@ -160,7 +197,7 @@ class TeacherInterface(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None and self.config.model_type != "distilbert":
+        if token_type_ids is not None and self.spec.token_types:
             kwargs["token_type_ids"] = token_type_ids
         if self.interface_layer == 0:
             return self._input_layer(kwargs)
@@ -170,10 +207,10 @@ class TeacherInterface(nn.Module):
     def _input_layer(self, kwargs) -> torch.Tensor:
         # The embedding module alone: no mask is needed and the (empty) encoder stack is skipped.
         emb = self.base.embeddings
-        if self.config.model_type == "distilbert":
-            out = emb(kwargs["input_ids"])
-        else:
+        if self.spec.token_types:
             out = emb(input_ids=kwargs["input_ids"], token_type_ids=kwargs.get("token_type_ids"))
+        else:
+            out = emb(kwargs["input_ids"])
         project = getattr(self.base, "embeddings_project", None)
         return project(out) if project is not None else out
 
