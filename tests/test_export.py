@@ -1,4 +1,4 @@
-"""Point 4: an exported student is a standard transformers model that loads without sage_hf."""
+"""An exported student is a standard transformers model that loads without sage_hf."""
 
 import json
 import subprocess
@@ -9,7 +9,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
 
 from sage_hf import SageStudentForSequenceClassification, TeacherInterface, export_student
-from conftest import FAMILIES, family_batch, tiny_teacher, tiny_tokenizer
+
+from testing_utils import FAMILIES, family_batch, tiny_teacher, tiny_tokenizer
 
 EXPECTED_CLASS = {
     "bert": "BertForSequenceClassification",
@@ -73,8 +74,8 @@ def test_exported_student_loads_in_a_process_without_sage_hf(tmp_path):
     assert report["sage_imported"] is False
     enc = tokenizer(["w5 w6 w7 w8", "w9 w10"], padding=True, return_tensors="pt")
     with torch.no_grad():
-        expected = student(inputs_embeds=teacher.layer1(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]),
-                           attention_mask=enc["attention_mask"]).logits
+        vectors = teacher.layer1(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+        expected = student(inputs_embeds=vectors, attention_mask=enc["attention_mask"]).logits
     torch.testing.assert_close(torch.tensor(report["logits"]), expected, atol=1e-5, rtol=0)
     labels = [expected[i].argmax().item() for i in range(2)]
     assert [p["label"] for p in report["preds"]] == [["negative", "positive"][i] for i in labels]

@@ -1,4 +1,4 @@
-"""Point 6: the packaged all-MiniLM-L6-v2 loads offline and works as a layer-1 teacher."""
+"""The packaged all-MiniLM-L6-v2 loads offline and works as a layer-1 teacher."""
 
 import csv
 

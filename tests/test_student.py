@@ -1,11 +1,12 @@
-"""Point 3: the headless student."""
+"""The headless student: a teacher-family stack that reads layer-1 vectors, saved and loaded like any model."""
 
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from sage_hf import SageStudentConfig, SageStudentForSequenceClassification, TeacherInterface, default_teacher_layers
-from conftest import FAMILIES, family_batch, tiny_teacher
+
+from testing_utils import FAMILIES, family_batch, tiny_teacher
 
 
 def test_default_layers_are_every_other_one():
