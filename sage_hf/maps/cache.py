@@ -75,7 +75,8 @@ def save_reducer(reducer: Reducer, path: str | os.PathLike) -> None:
 def load_reducer(path: str | os.PathLike, settings: ReducerSettings, key: str, X: np.ndarray) -> Reducer:
     """The reducer stored at ``path``; raises ValueError (naming what is wrong) unless it is the map of ``X``."""
     with safe_open(path, framework="np") as f:
-        meta = json.loads((f.metadata() or {}).get(_META_KEY, "null") or "null")
+        header = (f.metadata() or {}).get(_META_KEY)
+        meta = json.loads(header) if header else None
         if not isinstance(meta, dict):
             raise ValueError("not a sage_hf map cache entry")
         if meta.get("format") != CACHE_FORMAT:
