@@ -276,7 +276,7 @@ def test_interpolated_examples_mix_anchor_and_neighbour_token_by_token(tmp_path)
     assert bool(entries.synthetic.all()) and len(entries) == 24
     assert (entries.partner != entries.source).all() and (entries.shift == 0).all()
     assert ((entries.mix > 0) & (entries.mix < 1)).all()
-    neighbours = engine._neighbours.kneighbors(engine.coords[entries.source.numpy()], 6, return_distance=False)
+    neighbours = engine.reducer.neighbors(engine.coords[entries.source.numpy()], 6)
     assert all(int(p) in row for p, row in zip(entries.partner, neighbours)), "partners are the anchors' map neighbours"
     ids = engine.features["input_ids"]
     with torch.no_grad():

@@ -9,7 +9,8 @@ import pytest
 from scipy.spatial import Delaunay
 from sklearn.neighbors import NearestNeighbors
 
-from sage_hf.rounds.sampling import SampledPoints, fit_neighbour_index, sample_near_anchors
+from sage_hf.maps.reducers import ReducerSettings, build_reducer
+from sage_hf.rounds.sampling import SampledPoints, sample_near_anchors
 
 
 def _coords(n: int = 300, d: int = 2, seed: int = 0) -> np.ndarray:
@@ -45,16 +46,44 @@ def test_different_seed_different_points() -> None:
     assert not np.array_equal(a.neighbour_idx, b.neighbour_idx)
 
 
-def test_prefitted_index_gives_identical_result() -> None:
-    coords, anchors = _coords(), _anchors()
-    index = fit_neighbour_index(coords, k=10)
-    a = sample_near_anchors(coords, anchors, k=10, rng=3, neighbours=index)
+def _map(coords: np.ndarray, metric: str = "euclidean"):
+    return build_reducer(ReducerSettings(name="none", metric=metric)).fit(coords)
+
+
+def test_fitted_map_gives_identical_result() -> None:
+    coords, anchors = _coords().astype(np.float32).astype(np.float64), _anchors()  # the map keeps float32
+    reducer = _map(coords)
+    a = sample_near_anchors(reducer, anchors, k=10, rng=3)
     b = sample_near_anchors(coords, anchors, k=10, rng=3)
     np.testing.assert_array_equal(a.points, b.points)
-    # an index fitted for more neighbours serves a smaller k too
-    c = sample_near_anchors(coords, anchors, k=5, rng=3, neighbours=index)
+    # the map's one index serves any k
+    c = sample_near_anchors(reducer, anchors, k=5, rng=3)
     d = sample_near_anchors(coords, anchors, k=5, rng=3)
     np.testing.assert_array_equal(c.points, d.points)
+
+
+def test_neighbours_follow_the_maps_metric() -> None:
+    # from the anchor (1, 0): point 1 points the same way but is far, point 2 is near but at 45 degrees
+    coords = np.array([[1.0, 0.0], [5.0, 0.1], [0.7, 0.7], [-3.0, 2.0], [0.0, -4.0]], np.float32).astype(np.float64)
+    anchors = np.zeros(20, dtype=np.int64)
+    cosine = sample_near_anchors(_map(coords, "cosine"), anchors, k=1, rng=0)
+    euclidean = sample_near_anchors(_map(coords), anchors, k=1, rng=0)
+    assert (cosine.neighbour_idx == 1).all() and (euclidean.neighbour_idx == 2).all()
+    np.testing.assert_array_equal(sample_near_anchors(coords, anchors, k=1, rng=0).neighbour_idx,
+                                  euclidean.neighbour_idx)  # plain coordinates are Euclidean
+    _assert_convex_reconstruction(coords, cosine)
+
+
+def test_one_neighbour_index_per_map(monkeypatch) -> None:
+    fits = []
+    original = NearestNeighbors.fit
+    monkeypatch.setattr(NearestNeighbors, "fit", lambda self, *a, **kw: (fits.append(1), original(self, *a, **kw))[1])
+    reducer = build_reducer(ReducerSettings(name="pca")).fit(_coords(300, 8))
+    for seed in range(3):  # rounds reuse it
+        sample_near_anchors(reducer, _anchors(), k=5, rng=seed)
+    reducer.neighbors(reducer.embedding_[:3], 4)
+    reducer.inverse(reducer.embedding_[:3])
+    assert len(fits) == 1
 
 
 # ---- structure -----------------------------------------------------------------------------------------
@@ -176,7 +205,7 @@ def test_k_too_large_names_n() -> None:
     with pytest.raises(ValueError, match=re.escape("k=10 neighbours needs at least k+1 examples, but coords has n=6")):
         sample_near_anchors(_coords(6), np.array([0]), k=10)
     with pytest.raises(ValueError, match="coords has n=6"):
-        fit_neighbour_index(_coords(6), k=6)
+        sample_near_anchors(_map(_coords(6)), np.array([0]), k=6)
 
 
 def test_k_must_be_positive() -> None:
@@ -216,9 +245,8 @@ def test_coords_must_be_finite_2d() -> None:
         sample_near_anchors(np.zeros(10), np.array([0]))
 
 
-def test_mismatched_prefitted_index() -> None:
-    index = fit_neighbour_index(_coords(100), k=5)
-    with pytest.raises(ValueError, match="fitted on 100 points of dim 2, but coords is 300 x 2"):
-        sample_near_anchors(_coords(300), np.array([0]), k=5, neighbours=index)
-    with pytest.raises(ValueError, match="not fitted"):
-        sample_near_anchors(_coords(), np.array([0]), neighbours=NearestNeighbors())
+def test_unfitted_map() -> None:
+    with pytest.raises(ValueError, match="the none map is not fitted; fit it first"):
+        sample_near_anchors(build_reducer(ReducerSettings(name="none")), np.array([0]))
+    with pytest.raises(ValueError, match=re.escape("anchor_idx out of range [0, 100): [100]")):
+        sample_near_anchors(_map(_coords(100)), np.array([100]), k=5)  # the map's own points are the range

@@ -2,38 +2,34 @@
 
 One interface, three reducers, so the ablations (method.md section 4) swap a setting, not code:
 ``umap`` (the paper), ``pca`` (linear, exact inverse on its span) and ``none`` (neighbours and interpolation
-in the full vector space, identity inverse). The real examples' vectors never change (the teacher's input
-layer is frozen), so a map is fitted once per (teacher, dataset) and cached on disk under a key that
-checkpoints can record.
+in the full vector space, identity inverse). Each fitted reducer owns the one neighbour index over its
+coordinates (sampling and the fast inverse both query it), and can be written as plain arrays (``state``)
+and rebuilt from them (``restore``), which is what the on-disk cache in :mod:`sage_hf.maps.cache` stores.
 """
 
 from __future__ import annotations
 
 import abc
-import hashlib
-import json
 import logging
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import joblib
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
-from .inversion import VALID_METRICS, FastInverseSettings, FastUMAPInverse, _as_2d_float32
+from .inversion import FastInverseSettings, FastUMAPInverse, _as_2d_float32
+
+if TYPE_CHECKING:  # pragma: no cover
+    import umap
 
 logger = logging.getLogger(__name__)
 
 VALID_REDUCERS = ("umap", "pca", "none")
 VALID_INVERSE_BACKENDS = ("fast", "umap-learn")
-# bump when a pickled reducer from an older version of this file can no longer be used
-CACHE_FORMAT = 1
+VALID_METRICS = ("euclidean", "cosine")
 
 
 @dataclass(frozen=True)
@@ -46,13 +42,15 @@ class ReducerSettings:
     the one PCA preserves).
     """
 
-    name: str = "umap"
-    n_components: int = 2
-    n_neighbors: int = 100
-    metric: str = "euclidean"
-    seed: int = 0
-    inverse_backend: str = "fast"
-    inverse: FastInverseSettings = field(default_factory=FastInverseSettings)
+    name: str = field(default="umap", metadata={"help": f"The reducer: {', '.join(VALID_REDUCERS)}."})
+    n_components: int = field(default=2, metadata={"help": "Dimensions of the reduced map (unused by 'none')."})
+    n_neighbors: int = field(default=100, metadata={"help": "UMAP's neighbourhood size."})
+    metric: str = field(default="euclidean", metadata={"help": "UMAP's input metric; the neighbour metric of 'none'."})
+    seed: int = field(default=0, metadata={"help": "Seed of the fit: the same seed and vectors give the same map."})
+    inverse_backend: str = field(
+        default="fast", metadata={"help": f"How UMAP points are mapped back: {', '.join(VALID_INVERSE_BACKENDS)}."}
+    )
+    inverse: FastInverseSettings = field(default_factory=FastInverseSettings, metadata={"help": "The fast inverse."})
 
     def __post_init__(self) -> None:
         if self.name not in VALID_REDUCERS:
@@ -91,6 +89,10 @@ class Reducer(abc.ABC):
     """
 
     name: ClassVar[str] = ""
+    # whether ``n_components`` applies (``none`` keeps the full width)
+    reduces: ClassVar[bool] = True
+    # settings that cannot exceed the number of fitted examples
+    at_most_n: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: ReducerSettings) -> None:
         self.settings = settings
@@ -126,7 +128,7 @@ class Reducer(abc.ABC):
         return self.X_.shape[0]
 
     # -- the interface ------------------------------------------------------------------------------------
-    def fit(self, X: np.ndarray) -> "Reducer":
+    def fit(self, X: np.ndarray) -> Reducer:
         """Fit on the real examples' pooled vectors (n, D)."""
         X = _as_2d_float32(X, "X")
         self._validate_data(X)
@@ -143,11 +145,11 @@ class Reducer(abc.ABC):
         X = _as_2d_float32(X, "X", self.width)
         return self._transform(X).astype(np.float32, copy=False)
 
-    def inverse(self, Y: np.ndarray, progress: bool | None = None) -> np.ndarray:
+    def inverse(self, Y: np.ndarray) -> np.ndarray:
         """Vectors (m, D) for reduced points (m, d)."""
         self._require_fitted()
         Y = _as_2d_float32(Y, "Y", self.n_components)
-        return self._inverse(Y, progress).astype(np.float32, copy=False)
+        return self._inverse(Y).astype(np.float32, copy=False)
 
     def neighbors(
         self, Y: np.ndarray, k: int, return_distance: bool = False
@@ -155,22 +157,54 @@ class Reducer(abc.ABC):
         """Indices (m, k) of the k fitted points nearest each reduced point, nearest first.
 
         A query that *is* a fitted point gets itself first (barring exact duplicates, which tie); ask for
-        k + 1 and drop column 0 to exclude it.
+        k + 1 and drop column 0 to exclude it. Distances are Euclidean in a reduced space (UMAP's output
+        metric, the one PCA preserves) and ``settings.metric`` for ``none``.
         """
         self._require_fitted()
         Y = _as_2d_float32(Y, "Y", self.n_components)
         if not 1 <= k <= self.n_fitted:
             raise ValueError(f"k={k} must be between 1 and the number of fitted points ({self.n_fitted})")
+        dist, idx = self._neighbour_index().kneighbors(Y, n_neighbors=k)
+        return (idx, dist) if return_distance else idx
+
+    def _neighbour_index(self) -> NearestNeighbors:
+        """The one index over ``embedding_``, built on first use; the real coordinates never change."""
         if self._index is None:
             self._index = NearestNeighbors(metric=self._neighbor_metric()).fit(self.embedding_)
-        dist, idx = self._index.kneighbors(Y, n_neighbors=k)
-        return (idx, dist) if return_distance else idx
+        return self._index
+
+    # -- plain-array state (what the cache stores) ------------------------------------------------------
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Arrays and JSON-able values that rebuild this fitted reducer (see ``restore``)."""
+        self._require_fitted()
+        return {"X": self.X_, "embedding": self.embedding_}, {}
+
+    def restore(self, arrays: dict[str, np.ndarray], values: dict[str, Any]) -> Reducer:
+        """Become the fitted reducer that ``state`` described; raises KeyError or ValueError on a malformed state."""
+        self._restore(arrays, values)
+        if self.embedding_.shape[0] != self.X_.shape[0]:
+            raise ValueError(f"embedding has {self.embedding_.shape[0]} rows but X has {self.X_.shape[0]}")
+        if self.reduces and self.embedding_.shape[1] != self.settings.n_components:
+            raise ValueError(f"embedding has {self.embedding_.shape[1]} columns, not {self.settings.n_components}")
+        self._index = None
+        return self
+
+    def _restore(self, arrays: dict[str, np.ndarray], values: dict[str, Any]) -> None:
+        self.X_ = _as_2d_float32(arrays["X"], "X")
+        self.embedding_ = _as_2d_float32(arrays["embedding"], "embedding")
 
     # -- per-reducer parts --------------------------------------------------------------------------------
     def _validate_data(self, X: np.ndarray) -> None:
-        n = X.shape[0]
+        """Each data-dependent constraint once; the static ranges are checked by ``ReducerSettings``."""
+        n, width = X.shape
         if n < 2:
             raise ValueError(f"need at least 2 training examples to fit a reducer, got {n}")
+        if self.reduces and self.settings.n_components > width:
+            raise ValueError(f"n_components={self.settings.n_components} is larger than the vector width ({width})")
+        for name in self.at_most_n:
+            value = getattr(self.settings, name)
+            if value > n:
+                raise ValueError(f"{name}={value} is larger than the number of training examples ({n})")
 
     def _neighbor_metric(self) -> str:
         return "euclidean"
@@ -184,15 +218,8 @@ class Reducer(abc.ABC):
         """Implemented by each reducer."""
 
     @abc.abstractmethod
-    def _inverse(self, Y: np.ndarray, progress: bool | None) -> np.ndarray:
+    def _inverse(self, Y: np.ndarray) -> np.ndarray:
         """Implemented by each reducer."""
-
-    def __getstate__(self) -> dict[str, Any]:
-        # neighbour indices and inverters are cheap to rebuild and would bloat the cache file
-        state = dict(self.__dict__)
-        for key in ("_index", "_inverter"):
-            state[key] = None
-        return state
 
     def __repr__(self) -> str:
         shape = f"{self.n_fitted}x{self.width}->{self.n_components}" if self.is_fitted else "unfitted"
@@ -203,6 +230,7 @@ class IdentityReducer(Reducer):
     """``none``: the ablation without a reduced space; neighbours are taken in the full vector space."""
 
     name = "none"
+    reduces = False
 
     def _neighbor_metric(self) -> str:
         return self.settings.metric
@@ -211,87 +239,134 @@ class IdentityReducer(Reducer):
         self.X_ = X
         self.embedding_ = X
 
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        self._require_fitted()
+        return {"X": self.X_}, {}
+
+    def _restore(self, arrays: dict[str, np.ndarray], values: dict[str, Any]) -> None:
+        self._fit(_as_2d_float32(arrays["X"], "X"))
+
     def _transform(self, X: np.ndarray) -> np.ndarray:
         return X.copy()
 
-    def _inverse(self, Y: np.ndarray, progress: bool | None) -> np.ndarray:
+    def _inverse(self, Y: np.ndarray) -> np.ndarray:
         return Y.copy()
 
 
 class PCAReducer(Reducer):
-    """``pca``: a linear map whose inverse is exact on its span, the reference for what a 2-D map keeps."""
+    """``pca``: a linear map whose inverse is exact on its span, the reference for what a 2-D map keeps.
+
+    Kept as its mean and components (float64, so that ``inverse(transform(x))`` is exact to float32
+    precision on the span): the whole map is two arrays.
+    """
 
     name = "pca"
-
-    def _validate_data(self, X: np.ndarray) -> None:
-        super()._validate_data(X)
-        _check_components(self.settings.n_components, X)
-        if self.settings.n_components > X.shape[0]:
-            raise ValueError(
-                f"n_components={self.settings.n_components} is larger than the number of training examples "
-                f"({X.shape[0]})"
-            )
+    at_most_n = ("n_components",)
 
     def _fit(self, X: np.ndarray) -> None:
-        # float64 so that inverse(transform(x)) is exact to float32 precision on the span
-        self.model = PCA(n_components=self.settings.n_components, random_state=self.settings.seed)
-        self.embedding_ = self.model.fit_transform(X.astype(np.float64)).astype(np.float32)
+        pca = PCA(n_components=self.settings.n_components, random_state=self.settings.seed)
+        self.embedding_ = pca.fit_transform(X.astype(np.float64)).astype(np.float32)
+        self.mean_, self.components_ = pca.mean_, pca.components_
         self.X_ = X
 
-    def _transform(self, X: np.ndarray) -> np.ndarray:
-        return self.model.transform(X.astype(np.float64))
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays, values = super().state()
+        return {**arrays, "mean": self.mean_, "components": self.components_}, values
 
-    def _inverse(self, Y: np.ndarray, progress: bool | None) -> np.ndarray:
-        return self.model.inverse_transform(Y.astype(np.float64))
+    def _restore(self, arrays: dict[str, np.ndarray], values: dict[str, Any]) -> None:
+        super()._restore(arrays, values)
+        self.mean_ = np.asarray(arrays["mean"], dtype=np.float64)
+        self.components_ = np.asarray(arrays["components"], dtype=np.float64)
+        if self.mean_.shape != (self.width,) or self.components_.shape != (self.n_components, self.width):
+            raise ValueError(f"PCA arrays {self.mean_.shape}, {self.components_.shape} do not fit {self!r}")
+
+    def _transform(self, X: np.ndarray) -> np.ndarray:
+        return (X.astype(np.float64) - self.mean_) @ self.components_.T
+
+    def _inverse(self, Y: np.ndarray) -> np.ndarray:
+        return Y.astype(np.float64) @ self.components_ + self.mean_
 
 
 class UMAPReducer(Reducer):
-    """``umap``: the paper's map; inverted by our fast k-NN inverse or, for reference, umap-learn's own."""
+    """``umap``: the paper's map; inverted by our fast k-NN inverse or, for reference, umap-learn's own.
+
+    The fast inverse needs only arrays (``X_``, ``embedding_``) and UMAP's kernel ``a, b``, so a map rebuilt
+    from its state serves a SAGE round without umap-learn's object. ``transform`` and the ``umap-learn``
+    backend do need that object: after a rebuild, ``model`` refits it on first use (same data and seed, so
+    the same map; a different map, e.g. from another umap-learn version, is logged as a warning).
+    """
 
     name = "umap"
+    at_most_n = ("n_neighbors",)
 
     def __init__(self, settings: ReducerSettings) -> None:
         super().__init__(settings)
+        self._model: umap.UMAP | None = None
         self._inverter: FastUMAPInverse | None = None
 
-    def _validate_data(self, X: np.ndarray) -> None:
-        super()._validate_data(X)
-        _check_components(self.settings.n_components, X)
-        if self.settings.n_neighbors > X.shape[0]:
-            raise ValueError(
-                f"n_neighbors={self.settings.n_neighbors} is larger than the number of training examples ({X.shape[0]})"
-            )
-
-    def _fit(self, X: np.ndarray) -> None:
+    def _fit_model(self, X: np.ndarray) -> tuple[umap.UMAP, np.ndarray]:
         import umap  # slow import (numba); only pay for it when UMAP is used
 
         s = self.settings
-        self.model = umap.UMAP(
-            n_components=s.n_components, n_neighbors=s.n_neighbors, metric=s.metric, random_state=s.seed
-        )
+        model = umap.UMAP(n_components=s.n_components, n_neighbors=s.n_neighbors, metric=s.metric, random_state=s.seed)
         with warnings.catch_warnings():
             # a seed forces umap-learn to one thread; that is the price of a reproducible map, not news
             warnings.filterwarnings("ignore", message=".*n_jobs value .* overridden.*")
-            self.embedding_ = np.asarray(self.model.fit_transform(X), dtype=np.float32)
-        # umap-learn keeps the array it was given (already float32, C order): share it, pickle it once
-        raw = self.model._raw_data
+            embedding = np.asarray(model.fit_transform(X), dtype=np.float32)
+        return model, embedding
+
+    def _fit(self, X: np.ndarray) -> None:
+        self._model, self.embedding_ = self._fit_model(X)
+        # umap-learn keeps the array it was given (already float32, C order): share it rather than copy
+        raw = self._model._raw_data
         self.X_ = raw if isinstance(raw, np.ndarray) and raw.shape == X.shape else X
+        self.a_, self.b_ = float(self._model._a), float(self._model._b)
         self._inverter = None
 
-    def _transform(self, X: np.ndarray) -> np.ndarray:
-        return self.model.transform(X)
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays, values = super().state()
+        return arrays, {**values, "a": self.a_, "b": self.b_}
+
+    def _restore(self, arrays: dict[str, np.ndarray], values: dict[str, Any]) -> None:
+        super()._restore(arrays, values)
+        self.a_, self.b_ = float(values["a"]), float(values["b"])
+        self._model = self._inverter = None
+
+    @property
+    def model(self) -> umap.UMAP:
+        """umap-learn's fitted object (for ``transform`` and its own inverse), refitted after a rebuild."""
+        self._require_fitted()
+        if self._model is None:
+            logger.info(
+                "refitting UMAP on %d x %d vectors: a map rebuilt from cached arrays has no umap-learn object, "
+                "which transform and the umap-learn inverse need",
+                *self.X_.shape,
+            )
+            self._model, embedding = self._fit_model(self.X_)
+            if not np.array_equal(embedding, self.embedding_):
+                logger.warning(
+                    "the refitted UMAP differs from the cached map (another umap-learn or numba version?); "
+                    "transform and the umap-learn inverse use the refitted one"
+                )
+        return self._model
 
     @property
     def inverter(self) -> FastUMAPInverse:
         """The fast inverse for the current ``settings.inverse`` (rebuilt when those change)."""
         self._require_fitted()
         if self._inverter is None or self._inverter.settings != self.settings.inverse:
-            self._inverter = FastUMAPInverse.from_umap(self.model, self.settings.inverse)
+            self._inverter = FastUMAPInverse(
+                self.embedding_, self.X_, a=self.a_, b=self.b_, settings=self.settings.inverse,
+                index=self._neighbour_index(),
+            )
         return self._inverter
 
-    def _inverse(self, Y: np.ndarray, progress: bool | None) -> np.ndarray:
+    def _transform(self, X: np.ndarray) -> np.ndarray:
+        return self.model.transform(X)
+
+    def _inverse(self, Y: np.ndarray) -> np.ndarray:
         if self.settings.inverse_backend == "fast":
-            return self.inverter(Y, progress=progress)
+            return self.inverter(Y)
         if self.n_components > 3:
             logger.warning(
                 "umap-learn's inverse_transform triangulates the %d-D embedding; this can take hours",
@@ -304,69 +379,6 @@ class UMAPReducer(Reducer):
 _REDUCERS: dict[str, type[Reducer]] = {cls.name: cls for cls in (UMAPReducer, PCAReducer, IdentityReducer)}
 
 
-def _check_components(n_components: int, X: np.ndarray) -> None:
-    if n_components > X.shape[1]:
-        raise ValueError(f"n_components={n_components} is larger than the vector width ({X.shape[1]})")
-
-
 def build_reducer(settings: ReducerSettings) -> Reducer:
     """An unfitted reducer for ``settings``."""
     return _REDUCERS[settings.name](settings)
-
-
-def reducer_cache_key(settings: ReducerSettings, X: np.ndarray, extra_key: str = "") -> str:
-    """sha256 of the vectors (as the float32 the fit sees), the map-deciding settings and ``extra_key``."""
-    X = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
-    h = hashlib.sha256()
-    header = {"format": CACHE_FORMAT, "settings": settings.fit_fields(), "shape": list(X.shape), "extra": extra_key}
-    h.update(json.dumps(header, sort_keys=True).encode())
-    h.update(memoryview(X).cast("B"))
-    return h.hexdigest()
-
-
-def _load_cached(path: Path, key: str) -> Reducer | None:
-    try:
-        reducer = joblib.load(path)
-    except Exception as exc:  # a torn or stale file must not stop a run: refit instead
-        logger.warning("could not load cached reducer %s (%s); refitting", path, exc)
-        return None
-    if not isinstance(reducer, Reducer) or reducer.cache_key != key:
-        logger.warning("cached reducer %s does not match key %s; refitting", path, key[:12])
-        return None
-    return reducer
-
-
-def fit_or_load_reducer(
-    settings: ReducerSettings, X: np.ndarray, cache_dir: str | os.PathLike | None = None, extra_key: str = ""
-) -> Reducer:
-    """A reducer fitted on ``X``, loaded from ``cache_dir`` when the same (X, settings, extra_key) was fitted before.
-
-    ``extra_key`` separates maps whose vectors happen to coincide (e.g. the teacher's name and interface
-    layer). The result carries ``cache_key`` for checkpoints and ``loaded_from_cache`` for logs and tests.
-    """
-    X = _as_2d_float32(X, "X")
-    key = reducer_cache_key(settings, X, extra_key)
-    path = Path(cache_dir) / f"reducer-{settings.name}-{key}.joblib" if cache_dir is not None else None
-    if path is not None and path.is_file():
-        reducer = _load_cached(path, key)
-        if reducer is not None:
-            # inverse knobs are not part of the key: apply the ones asked for now
-            reducer.settings = settings
-            reducer.loaded_from_cache = True
-            logger.info("loaded %s reducer from cache %s", settings.name, path)
-            return reducer
-    logger.info("fitting %s reducer on %d x %d vectors (cache key %s)", settings.name, *X.shape, key[:12])
-    reducer = build_reducer(settings).fit(X)
-    reducer.cache_key = key
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        try:
-            joblib.dump(reducer, tmp)
-            os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        logger.info("saved %s reducer to cache %s", settings.name, path)
-    return reducer

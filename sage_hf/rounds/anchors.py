@@ -41,7 +41,8 @@ class AnchorSelection:
         return int(self.indices.shape[0])
 
 
-def _as_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
+def as_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
+    """A Generator from a Generator, a seed, or None (fresh entropy), as numpy's own functions accept."""
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
@@ -113,7 +114,7 @@ def select_anchors(
             raise ValueError(f"cannot select {count} anchors from an empty loss array")
         return AnchorSelection(np.empty(0, dtype=np.int64), policy, 0, float("nan"), False)
 
-    rng = _as_rng(rng)
+    rng = as_rng(rng)
     pool_size = pool_size_for(n, fraction)
     spread = float(losses.max() - losses.min())
     fell_back = policy != "random" and spread <= 1e-12 * float(np.abs(losses).max())

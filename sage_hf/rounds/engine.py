@@ -20,8 +20,9 @@ import torch
 from .anchors import select_anchors
 from ..collator import SageDataCollator
 from .scoring import pooled_layer1, score_examples
-from ..maps.reducers import ReducerSettings, fit_or_load_reducer
-from .sampling import fit_neighbour_index, sample_near_anchors
+from ..maps.cache import fit_or_load_reducer
+from ..maps.reducers import ReducerSettings
+from .sampling import sample_near_anchors
 from .buffer import SageTrainBuffer, SyntheticSet, materialise
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,6 @@ class SageEngine:
         self.restored = False
         self.pooled: np.ndarray | None = None
         self.reducer = None
-        self._neighbours = None
         self.last_points: np.ndarray | None = None
         self.last_anchors: np.ndarray | None = None
 
@@ -104,7 +104,6 @@ class SageEngine:
                                     show_progress=show)
         extra = f"{self.map_key}|pooling={self.args.pooling}|interface={self.teacher.interface_layer}"
         self.reducer = fit_or_load_reducer(self.settings, self.pooled, self.map_cache_dir, extra_key=extra)
-        self._neighbours = fit_neighbour_index(self.reducer.embedding_, self.args.sample_neighbors)
         return time.perf_counter() - start
 
     @property
@@ -148,8 +147,8 @@ class SageEngine:
                                      "diverged (lower the learning rate, or check the inputs).")
         selection = select_anchors(losses, self.synthetic_count, policy=args.anchor_policy,
                                    fraction=args.anchor_fraction, rng=rng)
-        points = sample_near_anchors(self.coords, selection.indices, k=args.sample_neighbors, jitter=args.jitter,
-                                     rng=rng, neighbours=self._neighbours)
+        points = sample_near_anchors(self.reducer, selection.indices, k=args.sample_neighbors, jitter=args.jitter,
+                                     rng=rng)
         seconds["sample"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -161,7 +160,7 @@ class SageEngine:
             partner = torch.as_tensor(points.neighbour_idx, dtype=torch.long)
             mix = torch.as_tensor(points.t, dtype=torch.float32)
         else:
-            inverted = self.reducer.inverse(points.points.astype(np.float32), progress=self._is_main())
+            inverted = self.reducer.inverse(points.points.astype(np.float32))
             shift = torch.as_tensor(inverted - self.pooled[selection.indices], dtype=torch.float32) * args.shift_scale
             partner, mix = anchors.clone(), torch.zeros(m)
         synthetic = SyntheticSet(anchors, shift, torch.zeros(m, self.teacher_logits.shape[-1]),

@@ -5,6 +5,8 @@ so it lies inside the data's convex hull by construction. That matters because u
 ``inverse_transform`` silently misbehaves outside the hull, and checking hull membership with a
 triangulation is hopeless beyond a few dimensions (a Delaunay in 8-D never finishes on 2,000 points).
 The weights are returned so the "invert" step can also apply them in the original vector space.
+Neighbours come from the fitted map's own index, so they follow its metric (cosine for ``--reducer none
+--reducer_metric cosine``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
+
+from ..maps.reducers import Reducer
+from .anchors import as_rng
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +43,6 @@ class SampledPoints:
         return int(self.points.shape[0])
 
 
-def _as_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-
-
 def _check_coords(coords: np.ndarray) -> np.ndarray:
     coords = np.asarray(coords, dtype=np.float64)
     if coords.ndim != 2:
@@ -59,16 +60,12 @@ def _check_k(k: int, n: int) -> None:
         raise ValueError(f"k={k} neighbours needs at least k+1 examples, but coords has n={n}; use k <= {n - 1}")
 
 
-def fit_neighbour_index(coords: np.ndarray, k: int = 10) -> NearestNeighbors:
-    """Fit the neighbour index once per reduced space; the real coords never change between rounds."""
-    coords = _check_coords(coords)
-    _check_k(k, coords.shape[0])
-    return NearestNeighbors(n_neighbors=k + 1).fit(coords)
-
-
-def _neighbours_excluding_self(index: NearestNeighbors, coords: np.ndarray, anchors: np.ndarray, k: int) -> np.ndarray:
+def _knn(space: Reducer | np.ndarray, coords: np.ndarray, anchors: np.ndarray, k: int) -> np.ndarray:
     """k nearest neighbours of each anchor, itself excluded even when exact duplicates exist."""
-    found = index.kneighbors(coords[anchors], n_neighbors=k + 1, return_distance=False)
+    if isinstance(space, Reducer):
+        found = space.neighbors(coords[anchors], k + 1)
+    else:  # plain coordinates: a one-off Euclidean search
+        found = NearestNeighbors(n_neighbors=k + 1).fit(coords).kneighbors(coords[anchors], return_distance=False)
     is_self = found == anchors[:, None]
     # With more than k+1 duplicates of a point, the anchor itself may not come back; drop the farthest.
     missing = ~is_self.any(axis=1)
@@ -81,14 +78,13 @@ def _neighbours_excluding_self(index: NearestNeighbors, coords: np.ndarray, anch
 
 
 def sample_near_anchors(
-    coords: np.ndarray,
+    space: Reducer | np.ndarray,
     anchor_idx: np.ndarray,
     k: int = 10,
     jitter: float = 0.1,
     rng: np.random.Generator | int | None = None,
     *,
     t_beta: tuple[float, float] = (1.0, 2.0),
-    neighbours: NearestNeighbors | None = None,
 ) -> SampledPoints:
     """Draw one new point per anchor between the anchor and one of its k nearest neighbours.
 
@@ -100,10 +96,16 @@ def sample_near_anchors(
     scaled to the local neighbour distance, and ``p'`` stays a convex combination of the neighbourhood
     (hence inside the data's hull). The price is a slight pull toward the neighbourhood's interior.
 
-    ``neighbours`` is an optional index from :func:`fit_neighbour_index` (or any fitted sklearn
-    ``NearestNeighbors`` on ``coords``) so rounds do not refit it. Repeated anchors each get their own draw.
+    ``space`` is the fitted map (points are built from its ``embedding_``, neighbours come from its index
+    and metric) or plain coordinates (n, d), searched with a one-off Euclidean index. Repeated anchors each
+    get their own draw.
     """
-    coords = _check_coords(coords)
+    if isinstance(space, Reducer):
+        if not space.is_fitted:
+            raise ValueError(f"the {space.name} map is not fitted; fit it first (or pass coordinates)")
+        coords = space.embedding_  # validated (finite, 2-D) when the map was fitted
+    else:
+        coords = _check_coords(space)
     n, d = coords.shape
     _check_k(k, n)
     if not (0.0 <= jitter <= 1.0):
@@ -122,16 +124,6 @@ def sample_near_anchors(
         raise ValueError(
             f"anchor_idx out of range [0, {n}): {anchor_idx[out_of_range][:5].tolist()}"
         )
-    if neighbours is not None:
-        fitted_n = getattr(neighbours, "n_samples_fit_", None)
-        if fitted_n is None:
-            raise ValueError("neighbours index is not fitted; use fit_neighbour_index(coords)")
-        if fitted_n != n or getattr(neighbours, "n_features_in_", d) != d:
-            raise ValueError(
-                f"neighbours index was fitted on {fitted_n} points of dim {neighbours.n_features_in_}, "
-                f"but coords is {n} x {d}"
-            )
-
     m = anchor_idx.size
     if m == 0:
         return SampledPoints(
@@ -139,11 +131,10 @@ def sample_near_anchors(
             np.empty((0, k + 1), np.int64), np.empty((0, k + 1)),
         )
 
-    rng = _as_rng(rng)
-    index = neighbours if neighbours is not None else NearestNeighbors(n_neighbors=k + 1).fit(coords)
+    rng = as_rng(rng)
     # Query each distinct anchor once: "top" repeats every anchor count/pool times.
     unique, inverse = np.unique(anchor_idx, return_inverse=True)
-    knn = _neighbours_excluding_self(index, coords, unique, k)[inverse]  # (m, k)
+    knn = _knn(space, coords, unique, k)[inverse]  # (m, k)
     support = np.concatenate([anchor_idx[:, None], knn], axis=1)  # (m, k + 1)
 
     pick = rng.integers(0, k, size=m)
