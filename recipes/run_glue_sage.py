@@ -176,7 +176,7 @@ def parse_args(argv: list[str]):
         if i + 1 >= len(argv):
             raise SystemExit("--config needs a path to a .yaml or .json file")
         config_args = config_to_argv(argv[i + 1], parser)
-    given = {a[2:].split("=", 1)[0] for a in config_args + argv if a.startswith("--")}
+    given = {a[2:].split("=", 1)[0].replace("-", "_") for a in config_args + argv if a.startswith("--")}
     preset = _preset_name(config_args + argv)
     if preset not in PRESETS:
         raise SystemExit(f"Unknown --preset '{preset}': choose one of {', '.join(PRESETS)}")
