@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 import traceback
@@ -24,14 +23,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO / "recipes"))
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE))  # peers.py
 
 # What each system changes relative to SAGE's defaults; "sage": False is plain logit KD.
 SYSTEMS: dict[str, dict] = {
     "kd": {"sage": False},
     "sage": {},
-    "sage_augment": {"synthesis_mode": "augment"},
+    "sage_replace": {"synthesis_mode": "replace"},  # the paper's mode: epochs on the synthetic set only
     "sage_reducer_none": {"reducer": "none"},
     "sage_pca": {"reducer": "pca"},
     "sage_umap3": {"n_components": 3},
@@ -40,11 +38,8 @@ SYSTEMS: dict[str, dict] = {
     "sage_random_anchors": {"anchor_policy": "random"},
     "sage_once": {"regenerate": "once"},
     "sage_no_warmup": {"warmup_epochs": 0.0},
-    # candidates for better defaults (the paper's replace mode trains on few, hard anchors only)
     "sage_weighted": {"anchor_policy": "weighted"},
     "sage_scale_0.25": {"shift_scale": 0.25},
-    "sage_augment_weighted": {"synthesis_mode": "augment", "anchor_policy": "weighted"},
-    "sage_augment_scale_0.25": {"synthesis_mode": "augment", "shift_scale": 0.25},
     # sequence-level inversion: (1 - t) anchor + t map-neighbour, token by token (see README, Results)
     "sage_interpolate": {"synthesis": "interpolate"},
     "sage_interpolate_none": {"synthesis": "interpolate", "reducer": "none"},
@@ -113,12 +108,18 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
     import torch
     from transformers import AutoTokenizer, TrainerCallback
 
-    import run_glue_sage as recipe
-    from sage_hf import (SageStudentForSequenceClassification, SageTrainer, SageTrainingArguments, TeacherInterface,
-                         cache_teacher_logits, default_teacher_path, export_student)
+    from sage_hf import (
+        SageStudentForSequenceClassification,
+        SageTrainer,
+        SageTrainingArguments,
+        TeacherInterface,
+        cache_teacher_logits,
+        default_teacher_path,
+        export_student,
+    )
     from sage_hf.data import get_task
+    from sage_hf.data.stages import load_task_data, teacher_stage, tokenize_task
     from sage_hf.rounds.scoring import score_examples
-    from sage_hf.data.metrics import make_compute_metrics
 
     spec = SUITES[suite]
     tconf = spec["tasks"][task]
@@ -128,31 +129,27 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
     start = time.time()
 
     # ---- data and teacher (shared by every system) ---------------------------------------------------
-    model_args = recipe.ModelArguments(teacher_epochs=spec["teacher_epochs"])
-    data_args = recipe.DataArguments(task_name=task, glue_dir=glue_dir, max_train_samples=tconf["max_train_samples"],
-                                     max_seq_length=tconf["max_seq_length"], preset="full")
     use_cpu = device == "cpu"
     common = dict(report_to=[], use_cpu=use_cpu, disable_tqdm=True, seed=TEACHER_SEED, logging_steps=50,
-                  per_device_eval_batch_size=128, bf16=not use_cpu)
+                  per_device_eval_batch_size=128, bf16=not use_cpu, dataloader_pin_memory=not use_cpu)
     teacher_args = SageTrainingArguments(output_dir=str(work / "teachers" / task), save_strategy="no", **common)
-    raw, text_columns, labels, eval_splits, metric_task = recipe.load_raw_data(data_args)
-    if data_args.max_train_samples is not None and data_args.max_train_samples < len(raw["train"]):
-        raw["train"] = raw["train"].shuffle(seed=TEACHER_SEED).select(range(data_args.max_train_samples))
+    data = load_task_data(task, glue_dir=glue_dir)
+    data.subsample(tconf["max_train_samples"], seed=TEACHER_SEED)
     base = str(default_teacher_path())
     tokenizer = AutoTokenizer.from_pretrained(base)
-    data = recipe.tokenize(raw, tokenizer, text_columns, data_args, teacher_args)
-    compute_metrics = make_compute_metrics(metric_task)
-    dev = data[eval_splits[0]]
+    tokenized = tokenize_task(data, tokenizer, tconf["max_seq_length"], training_args=teacher_args)
+    compute_metrics = data.compute_metrics()
+    dev = tokenized[data.eval_splits[0]]
     task_spec = get_task(task)
     cell["metric_name"] = task_spec.main_metric
-    teacher_model, teacher_results = recipe.teacher_stage(model_args, data_args, teacher_args, data["train"],
-                                                          {"validation": dev}, labels, tokenizer, base,
-                                                          compute_metrics)
+    teacher_model, teacher_results, _ = teacher_stage(data, tokenized, tokenizer, teacher_args, base_model=base,
+                                                      max_seq_length=tconf["max_seq_length"],
+                                                      epochs=spec["teacher_epochs"])
     cell["teacher_metric"] = _main(teacher_results or {}, "teacher_validation_", task_spec.main_metric)
     teacher = TeacherInterface(teacher_model.eval()).to(teacher_args.device)
 
     t0 = time.time()
-    train = cache_teacher_logits(teacher, data["train"], batch_size=256, tokenizer=tokenizer)
+    train = cache_teacher_logits(teacher, tokenized["train"], batch_size=256, tokenizer=tokenizer)
     cell["seconds_teacher_logits"] = round(time.time() - t0, 2)
 
     torch.manual_seed(seed)
@@ -188,9 +185,9 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
         try:
             # the same optimiser steps as plain KD (and default SAGE), on the same real examples
             steps = kd_step_budget(len(train), spec, 32, str(wiki) if wiki.is_dir() else None)
-            out = run_peer(peer, teacher.model, exported, data["train"], num_train_epochs=spec["epochs"],
-                           learning_rate=1e-4, batch_size=32, temperature=2.0, seed=seed, device=str(teacher_args.device),
-                           bf16=not use_cpu, max_steps=steps)
+            out = run_peer(peer, teacher.model, exported, tokenized["train"], num_train_epochs=spec["epochs"],
+                           learning_rate=1e-4, batch_size=32, temperature=2.0, seed=seed,
+                           device=str(teacher_args.device), bf16=not use_cpu, max_steps=steps)
         except PeerUnavailable as err:
             cell.update(error=str(err), dev_metric=None, agreement=None, epochs=None)
             return _finish(cell, start)
@@ -227,7 +224,8 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
         warmup_steps=warm.get("warmup_steps", 0), rounds=engine.round if engine else 0,
         train_agreement_per_epoch=agreement_per_epoch,
         epochs_to_99=next((i + 1 for i, a in enumerate(agreement_per_epoch) if a >= 0.99), None),
-        seconds_train=round(train_s - sum(stages.values()), 2), seconds_stages={k: round(v, 2) for k, v in stages.items()},
+        seconds_train=round(train_s - sum(stages.values()), 2),
+        seconds_stages={k: round(v, 2) for k, v in stages.items()},
         seconds_per_epoch=round(train_s / max(trainer.state.epoch or 1, 1e-9), 2),
         synthetic_points_per_s=round(synthetic / gen_s, 1) if gen_s > 0 else None,
         train_examples_per_s=round(trainer.state.global_step * training_args.train_batch_size / max(train_s, 1e-9), 1),
@@ -236,7 +234,7 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
         from sage_hf.publishing.model_card import measure_cpu_speed
 
         exported = export_student(trainer.model, teacher)
-        texts = list(raw[eval_splits[0]][text_columns[0]][:64])
+        texts = list(data.raw[data.eval_splits[0]][data.text_columns[0]][:64])
         cell["cpu_inference"] = measure_cpu_speed(exported, teacher.model, tokenizer, texts, batch_sizes=(1, 32),
                                                   repeats=5)
     return _finish(cell, start)
@@ -292,7 +290,8 @@ def _evaluate_standard(model, teacher, dev, tokenizer, compute_metrics):
             batch = {k: v.to(device) for k, v in batch.items()}
             y = batch.pop("labels")
             logits.append(model(**batch).logits.float().cpu())
-            t_logits.append(teacher(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).float().cpu())
+            t_out = teacher(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+            t_logits.append(t_out.float().cpu())
             labels.append(y.cpu())
     s, t, y = torch.cat(logits).numpy(), torch.cat(t_logits).numpy(), torch.cat(labels).numpy()
     metrics = compute_metrics(EvalPrediction(predictions=s, label_ids=y))

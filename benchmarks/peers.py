@@ -1,4 +1,4 @@
-"""Peer distillation toolkits for the GLUE benchmark: TextBrewer and torchdistill on the same teacher, student and data.
+"""Peer distillation toolkits for the GLUE benchmark: TextBrewer and torchdistill on one teacher, student and data.
 
 Each peer trains a standard ``BertForSequenceClassification`` student against a frozen teacher with the peer's own
 loss code, under one shared recipe that mirrors ``transformers.Trainer``'s defaults as our runs use them: AdamW
@@ -171,7 +171,7 @@ class _StepCounter:
 
 
 class _Autocast(torch.nn.Module):
-    """Runs the wrapped model's forward under bf16 autocast (only when asked for); parameters stay the inner model's."""
+    """The wrapped model's forward under bf16 autocast (only when asked for); parameters stay the inner model's."""
 
     def __init__(self, model, device: str, enabled: bool):
         super().__init__()

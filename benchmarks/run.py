@@ -71,7 +71,8 @@ def run_suite(args) -> Path:
             cell = {"task": task, "system": system, "seed": seed, "dev_metric": None,
                     "error": f"cell process exited {proc.returncode}: {proc.stderr[-1500:]}"}
         cell.setdefault("wall_s", round(time.time() - t0, 1))
-        cell["final"] = cell.get("error") is not None and str(cell["error"]).startswith(("Peer", "textbrewer", "torchdistill"))
+        peer_error = str(cell.get("error")).startswith(("Peer", "textbrewer", "torchdistill"))
+        cell["final"] = cell.get("error") is not None and peer_error
         report["cells"] = [c for c in report["cells"] if (c["task"], c["system"], c["seed"]) != (task, system, seed)]
         report["cells"].append(cell)
         summary = f"  {cell.get('metric_name')}={cell.get('dev_metric')} agreement={cell.get('agreement')} " \
@@ -105,8 +106,10 @@ def markdown(report: dict) -> str:
     tasks = sorted({c["task"] for c in cells})
     systems = [s for s in SYSTEMS if any(c["system"] == s for c in cells)]
     teacher = {t: _mean_std([c.get("teacher_metric") for c in cells if c["task"] == t])[0] for t in tasks}
-    metric = {t: next((c.get("metric_name") for c in cells if c["task"] == t and c.get("metric_name")), "") for t in tasks}
-    head = "| system | " + " | ".join(f"{t} ({metric[t]})" for t in tasks) + " | average | retention | train s | wall s | peak RSS MB |"
+    metric = {t: next((c.get("metric_name") for c in cells if c["task"] == t and c.get("metric_name")), "")
+              for t in tasks}
+    head = ("| system | " + " | ".join(f"{t} ({metric[t]})" for t in tasks)
+            + " | average | retention | train s | wall s | peak RSS MB |")
     lines = [f"Suite `{report['suite']}`, {report['date']}, on {_machine_text(report['machine'])}.",
              f"Command: `{report['command']}`", "", head, "|" + "---|" * (len(tasks) + 6)]
     lines.append("| teacher | " + " | ".join(_fmt(teacher[t], None) for t in tasks) + " | "
@@ -127,8 +130,11 @@ def markdown(report: dict) -> str:
         train = _mean_std([_train_seconds(c) for c in sel])[0]
         rss = max([c.get("peak_rss_mb") or 0 for c in sel] or [0])
         train_text = f"{train:.0f}" if train is not None else ""
-        lines.append(f"| {system} | " + " | ".join(row) + f" | {_fmt(avg, None)} | {retention} | {train_text} | "
-                     f"{wall:.0f} | {rss:.0f} |" if wall is not None else f"| {system} | " + " | ".join(row) + " | | | | | |")
+        cells_text = f"| {system} | " + " | ".join(row)
+        if wall is None:
+            lines.append(cells_text + " | | | | | |")
+        else:
+            lines.append(cells_text + f" | {_fmt(avg, None)} | {retention} | {train_text} | {wall:.0f} | {rss:.0f} |")
     lines += ["", "Metric: GLUE dev, x100, mean ± std over seeds where there are several. Retention: student average /"
               " teacher average. Train s: mean per cell of the seconds inside training, SAGE rounds included (teacher"
               " stage, logit caching and evaluation excluded). Wall s: mean per cell, all of it, the teacher stage"

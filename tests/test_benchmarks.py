@@ -51,3 +51,16 @@ def test_kd_budget_matches_default_sage_steps_and_leaves_the_accelerator_alone()
     # augment (the default) trains on real + as many synthetic examples: 2 x 3000 / 32 -> 188 steps per epoch
     assert cell.kd_step_budget(3000, spec, 32, None) == 3 * 188
     assert accelerator.distributed_type == before  # raised AttributeError when the budget built an arguments object
+
+
+def test_every_system_differs_from_default_sage_and_from_every_other():
+    import dataclasses
+
+    from sage_hf import SageTrainingArguments
+
+    defaults = {f.name: f.default for f in dataclasses.fields(SageTrainingArguments)}
+    settings = [tuple(sorted(overrides.items())) for overrides in bench.SYSTEMS.values()]
+    assert len(set(settings)) == len(settings)
+    for name, overrides in bench.SYSTEMS.items():
+        for key, value in overrides.items():
+            assert key == "peer" or defaults[key] != value, f"{name} sets {key}={value!r}, the default"

@@ -13,6 +13,7 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 
 from sage_hf.data import GLUE_TASKS, get_task, infer_text_columns, load_custom, load_glue, validate_labels
+from sage_hf.data.metrics import METRIC_KEYS
 
 GLUE_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/glue"
 needs_glue = pytest.mark.skipif(not GLUE_DATA.is_dir(), reason=f"no GLUE copy at {GLUE_DATA}")
@@ -68,8 +69,8 @@ def test_registry_entry(task: str) -> None:
     assert spec.label_names == label_names
     assert spec.num_labels == (1 if task == "stsb" else len(label_names))
     assert spec.is_regression == (task == "stsb")
-    assert spec.metric_keys == EXPECTED_METRICS[task]
-    assert spec.main_metric in (*spec.metric_keys, "combined_score")
+    assert METRIC_KEYS[spec.name] == EXPECTED_METRICS[task]
+    assert spec.main_metric in (*METRIC_KEYS[spec.name], "combined_score")
     features = spec.features()
     assert list(features) == [*text_columns, "label", "idx"]
     if task == "stsb":

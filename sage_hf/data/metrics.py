@@ -13,11 +13,12 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from scipy.stats import rankdata
 
+from .glue import get_task
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "METRIC_KEYS",
-    "REGRESSION_TASKS",
     "accuracy",
     "add_combined_score",
     "f1_positive",
@@ -42,12 +43,8 @@ METRIC_KEYS: dict[str, tuple[str, ...]] = {
     "qnli": ("accuracy",),
     "rte": ("accuracy",),
 }
-REGRESSION_TASKS = frozenset({"stsb"})
-
-# Spellings users plausibly pass (GLUE folder names, run_glue's "mnli-mm").
-_ALIASES = {
-    "sst-2": "sst2",
-    "sts-b": "stsb",
+# run_glue's spellings of MNLI's two validation sets; other tasks are named as `get_task` accepts them.
+_MNLI_SPLITS = {
     "mnli-m": "mnli_matched",
     "mnli-mm": "mnli_mismatched",
     "mnli-matched": "mnli_matched",
@@ -57,10 +54,13 @@ _ALIASES = {
 
 def _metric_task(task: str) -> str:
     key = task.strip().lower()
-    key = _ALIASES.get(key, key)
-    if key not in METRIC_KEYS:
-        raise ValueError(f"Unknown GLUE metric task {task!r}; valid tasks: {', '.join(METRIC_KEYS)}.")
-    return key
+    key = _MNLI_SPLITS.get(key, key)
+    if key in METRIC_KEYS:
+        return key
+    try:
+        return get_task(key).name
+    except ValueError:
+        raise ValueError(f"Unknown GLUE metric task {task!r}; valid tasks: {', '.join(METRIC_KEYS)}.") from None
 
 
 def _as_1d(values: Any, name: str) -> np.ndarray:
@@ -172,7 +172,7 @@ def make_compute_metrics(task: str) -> Callable[[Any], dict[str, float]]:
     for classification, flatten for stsb, then GLUE metrics plus ``combined_score``.
     """
     key = _metric_task(task)
-    is_regression = key in REGRESSION_TASKS
+    is_regression = get_task(key.split("_")[0]).is_regression
 
     def compute_metrics(eval_pred: Any) -> dict[str, float]:
         if hasattr(eval_pred, "predictions"):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..hub_ids import looks_like_hub_id
+
 logger = logging.getLogger(__name__)
 
 
@@ -30,7 +32,7 @@ def load_warmup_texts(source, max_samples: int | None = None, min_words: int = 4
                 raise FileNotFoundError(f"The warm-up folder {path} holds no .txt or .raw files.")
         elif path.is_file():
             files = [path]
-        elif "/" in str(source) and not str(source).startswith((".", "/")):
+        elif looks_like_hub_id(source):
             import datasets
 
             return load_warmup_texts(datasets.load_dataset(str(source), split="train"), max_samples, min_words, seed)
