@@ -8,6 +8,7 @@ import torch.distributed as dist
 sys.path.insert(0, sys.argv[2])
 
 from conftest import tiny_dataset, tiny_teacher  # noqa: E402
+
 from sage_hf import SageStudentForSequenceClassification, SageTrainer, SageTrainingArguments  # noqa: E402
 
 out_dir = sys.argv[1]
