@@ -62,7 +62,8 @@ class SyntheticSet:
 
     @staticmethod
     def concat(a: SyntheticSet, b: SyntheticSet) -> SyntheticSet:
-        return SyntheticSet.from_tensors({k: torch.cat([v, b.tensors()[k]]) for k, v in a.tensors().items()})
+        tail = b.tensors()
+        return SyntheticSet.from_tensors({k: torch.cat([v, tail[k]]) for k, v in a.tensors().items()})
 
 
 def entry_item(real: dict[str, list], entries: SyntheticSet | SageTrainBuffer, method: SynthesisMethod,
