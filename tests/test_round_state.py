@@ -1,6 +1,7 @@
 """SAGE state in checkpoints: safetensors + JSON (nothing unpickled), and resuming the same rounds."""
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -72,3 +73,15 @@ def test_resume_with_another_synthesis_names_both(tmp_path):
     other = make_trainer(tmp_path, num_train_epochs=2, save_strategy="epoch", synthesis="interpolate")
     with pytest.raises(ValueError, match="synthesis='shift', but this run asks for synthesis='interpolate'"):
         other.train(resume_from_checkpoint=True)
+
+
+def test_a_checkpoint_from_another_map_is_named_when_the_next_round_runs(tmp_path, caplog):
+    make_trainer(tmp_path / "first", num_train_epochs=3, save_strategy="epoch").train()
+    folder = tmp_path / "resumed" / "out" / "checkpoint-6"
+    shutil.copytree(tmp_path / "first" / "out" / "checkpoint-6", folder)
+    state = json.loads((folder / "sage_state.json").read_text())
+    (folder / "sage_state.json").write_text(json.dumps({**state, "map_cache_key": "another-map"}))
+    resumed = make_trainer(tmp_path / "resumed", num_train_epochs=3, save_strategy="epoch")
+    with caplog.at_level(logging.WARNING, logger="sage_hf"):
+        resumed.train(resume_from_checkpoint=True)
+    assert any("differs from the one the checkpoint was trained with" in r.getMessage() for r in caplog.records)

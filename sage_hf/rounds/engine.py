@@ -83,6 +83,8 @@ class RoundReport:
 
 
 class SageEngine:
+    """The rounds of one training run: `step` is called before the first epoch and after every epoch."""
+
     def __init__(self, teacher, real_features: dict[str, list], teacher_logits: torch.Tensor, labels: list | None,
                  config: RoundConfig, *, map_cache_dir: str | Path | None = None, map_key: str = "", tokenizer=None):
         n = len(real_features["input_ids"])
