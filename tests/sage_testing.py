@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+
+import torch
 from conftest import tiny_dataset, tiny_teacher
 
 from sage_hf import SageStudentForSequenceClassification, SageTrainer, SageTrainingArguments, TeacherInterface
@@ -37,3 +40,21 @@ def make_trainer(tmp_path, n=96, cls=SageTrainer, **overrides):
 
 def digests(trainer) -> list[str]:
     return [h["digest"] for h in trainer.sage_engine.history]
+
+
+def uninterrupted_and_resumed(tmp_path, **overrides):
+    """A 4-epoch run, and a fresh trainer continuing its checkpoint after epoch 2 (6 steps per epoch)."""
+    full = make_trainer(tmp_path / "full", num_train_epochs=4, save_strategy="epoch")
+    full.train()
+    resumed_dir = tmp_path / "resumed" / "out"
+    resumed_dir.mkdir(parents=True)
+    shutil.copytree(tmp_path / "full" / "out" / "checkpoint-12", resumed_dir / "checkpoint-12")
+    resumed = make_trainer(tmp_path / "resumed", num_train_epochs=4, save_strategy="epoch", **overrides)
+    resumed.train(resume_from_checkpoint=True)
+    return full, resumed
+
+
+def assert_same_weights(a, b) -> None:
+    expected = b.model.state_dict()
+    for key, value in a.model.state_dict().items():
+        torch.testing.assert_close(value, expected[key], atol=1e-6, rtol=0, msg=key)

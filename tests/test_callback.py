@@ -1,9 +1,6 @@
 """SageCallback: a round before the progress bar starts, and resuming with callback states restored."""
 
-import shutil
-
-import torch
-from sage_testing import digests, make_trainer
+from sage_testing import assert_same_weights, digests, make_trainer, uninterrupted_and_resumed
 from transformers.trainer_callback import ProgressCallback
 
 from sage_hf.rounds.callback import SageCallback
@@ -22,16 +19,8 @@ def test_round_one_runs_before_the_progress_bar_starts(tmp_path):
 
 
 def test_resume_with_restored_callback_states_continues_the_same_rounds(tmp_path):
-    full = make_trainer(tmp_path / "full", num_train_epochs=4, save_strategy="epoch")
-    full.train()
-    resumed_dir = tmp_path / "resumed" / "out"
-    resumed_dir.mkdir(parents=True)
-    shutil.copytree(tmp_path / "full" / "out" / "checkpoint-12", resumed_dir / "checkpoint-12")
-    resumed = make_trainer(tmp_path / "resumed", num_train_epochs=4, save_strategy="epoch",
-                           restore_callback_states_from_checkpoint=True)
-    resumed.train(resume_from_checkpoint=True)
+    full, resumed = uninterrupted_and_resumed(tmp_path, restore_callback_states_from_checkpoint=True)
     assert digests(resumed) == digests(full) and resumed.sage_engine.round == full.sage_engine.round == 4
     sage_callbacks = [cb for cb in resumed.callback_handler.callbacks if isinstance(cb, SageCallback)]
     assert len(sage_callbacks) == 1 and sage_callbacks[0].trainer is resumed
-    for key, value in resumed.model.state_dict().items():
-        torch.testing.assert_close(value, full.model.state_dict()[key], atol=1e-6, rtol=0, msg=key)
+    assert_same_weights(resumed, full)

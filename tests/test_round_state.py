@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from sage_testing import digests, make_trainer
+from sage_testing import assert_same_weights, digests, make_trainer, uninterrupted_and_resumed
 
 SAGE_HF = Path(__file__).resolve().parents[1] / "sage_hf"
 
@@ -36,18 +36,9 @@ def test_no_pickle_on_the_rounds_load_paths():
 
 
 def test_resume_after_epoch_two_matches_an_uninterrupted_run(tmp_path):
-    full = make_trainer(tmp_path / "full", num_train_epochs=4, save_strategy="epoch")
-    full.train()
-    full_weights = {k: v.clone() for k, v in full.model.state_dict().items()}
-    # the checkpoint after epoch 2 (6 steps per epoch), continued in a fresh process-like trainer
-    resumed_dir = tmp_path / "resumed" / "out"
-    resumed_dir.mkdir(parents=True)
-    shutil.copytree(tmp_path / "full" / "out" / "checkpoint-12", resumed_dir / "checkpoint-12")
-    resumed = make_trainer(tmp_path / "resumed", num_train_epochs=4, save_strategy="epoch")
-    resumed.train(resume_from_checkpoint=True)
+    full, resumed = uninterrupted_and_resumed(tmp_path)
     assert digests(resumed) == digests(full)
-    for key, value in resumed.model.state_dict().items():
-        torch.testing.assert_close(value, full_weights[key], atol=1e-6, rtol=0, msg=key)
+    assert_same_weights(resumed, full)
 
 
 def test_resume_with_other_reducer_settings_names_both(tmp_path):
