@@ -7,8 +7,8 @@ synthetic vectors -> next epoch.
 __version__ = "0.1.0"
 
 from .collator import SageDataCollator
-from .models.export import export_student
 from .losses import distillation_loss_per_example, kd_loss_per_example
+from .models.export import export_student
 from .models.offline import default_teacher_path
 from .models.student import SageStudentConfig, SageStudentForSequenceClassification, default_teacher_layers
 from .models.teacher import TeacherInterface, UnsupportedArchitectureError, as_teacher

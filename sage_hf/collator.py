@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 _TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-_PARTNER_KEYS = tuple(f"partner_{k}" for k in _TOKEN_KEYS)  # an interpolated example's second sequence
 
 
 def _as_tensor(value) -> torch.Tensor:
@@ -46,28 +45,23 @@ class SageDataCollator:
         batch: dict[str, torch.Tensor] = {}
         seq_key = "inputs_embeds" if "inputs_embeds" in first else "input_ids" if "input_ids" in first else None
         if seq_key is not None:
-            seqs = [_as_tensor(f[seq_key]) for f in features]
-            partners = [_as_tensor(f["partner_input_ids"]) for f in features] if "partner_input_ids" in first else []
-            length = self._target_length([len(s) for s in seqs + partners])
-            masks = [
-                _as_tensor(f["attention_mask"]) if "attention_mask" in f else torch.ones(len(s), dtype=torch.long)
-                for f, s in zip(features, seqs)
-            ]
-            pad_value = 0.0 if seq_key == "inputs_embeds" else self.pad_token_id
-            batch[seq_key] = torch.stack([_pad(s, length, pad_value) for s in seqs])
-            batch["attention_mask"] = torch.stack([_pad(m.long(), length, 0) for m in masks])
-            if "token_type_ids" in first:
-                batch["token_type_ids"] = torch.stack([_pad(_as_tensor(f["token_type_ids"]), length, 0) for f in features])
-            if partners:  # padded to the same length as the anchors, so the two can be mixed position by position
-                batch["partner_input_ids"] = torch.stack([_pad(s, length, self.pad_token_id) for s in partners])
-                batch["partner_attention_mask"] = torch.stack([_pad(
-                    _as_tensor(f["partner_attention_mask"]).long() if "partner_attention_mask" in f
-                    else torch.ones(len(s), dtype=torch.long), length, 0) for f, s in zip(features, partners)])
-                if "partner_token_type_ids" in first:
-                    batch["partner_token_type_ids"] = torch.stack(
-                        [_pad(_as_tensor(f["partner_token_type_ids"]), length, 0) for f in features])
+            # A second sequence ("<prefix>input_ids", e.g. an interpolation partner) is padded to the same length,
+            # so the two can be mixed position by position.
+            prefixes = ["", *sorted(k[: -len("input_ids")] for k in first if k.endswith("_input_ids"))]
+            seqs = {p: [_as_tensor(f[p + "input_ids" if p else seq_key]) for f in features] for p in prefixes}
+            length = self._target_length([len(s) for group in seqs.values() for s in group])
+            for prefix, group in seqs.items():
+                key = prefix + "input_ids" if prefix else seq_key
+                pad_value = 0.0 if key == "inputs_embeds" else self.pad_token_id
+                batch[key] = torch.stack([_pad(s, length, pad_value) for s in group])
+                mask_key, types_key = prefix + "attention_mask", prefix + "token_type_ids"
+                masks = [_as_tensor(f[mask_key]).long() if mask_key in f else torch.ones(len(s), dtype=torch.long)
+                         for f, s in zip(features, group)]
+                batch[mask_key] = torch.stack([_pad(m, length, 0) for m in masks])
+                if types_key in first:
+                    batch[types_key] = torch.stack([_pad(_as_tensor(f[types_key]), length, 0) for f in features])
         for key in first:
-            if key in batch or key in _TOKEN_KEYS or key in _PARTNER_KEYS or key == "inputs_embeds":
+            if key in batch or key == "inputs_embeds" or key.endswith(_TOKEN_KEYS):
                 continue
             name = "labels" if key in ("label", "label_ids") else key
             values = [f[key] for f in features]

@@ -28,7 +28,8 @@ def compute_teacher_logits(
     columns = [c for c in _MODEL_INPUTS if c in dataset.column_names]
     if "input_ids" not in columns and "inputs_embeds" not in columns:
         raise ValueError(
-            f"The dataset has neither 'input_ids' nor 'inputs_embeds' (columns: {dataset.column_names}): tokenize it first."
+            f"The dataset has neither 'input_ids' nor 'inputs_embeds' (columns: {dataset.column_names}): "
+            "tokenize it first."
         )
     rows = dataset.select_columns(columns).with_format(None)
     loader = DataLoader(rows, batch_size=batch_size, shuffle=False, collate_fn=SageDataCollator(tokenizer))
@@ -46,7 +47,8 @@ def compute_teacher_logits(
     return torch.cat(out)
 
 
-def cache_teacher_logits(teacher, dataset, batch_size: int = 64, tokenizer=None, device=None, column: str = "teacher_logits"):
+def cache_teacher_logits(teacher, dataset, batch_size: int = 64, tokenizer=None, device=None,
+                         column: str = "teacher_logits"):
     """`dataset` with a `teacher_logits` column added (replacing any stale one)."""
     logits = compute_teacher_logits(teacher, dataset, batch_size, tokenizer, device)
     if column in dataset.column_names:

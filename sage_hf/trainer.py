@@ -13,35 +13,27 @@ import torch
 from transformers import EvalPrediction, Trainer
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .rounds.callback import SageCallback
 from .collator import SageDataCollator
 from .losses import distillation_loss_per_example
-from .rounds.engine import SageEngine
-from .rounds.buffer import materialise
 from .models.student import SageStudentForSequenceClassification
 from .models.teacher import TeacherInterface, as_teacher
+from .rounds.callback import SageCallback
+from .rounds.config import RoundConfig
+from .rounds.engine import SageEngine
+from .rounds.synthesis import get_synthesis, synthesis_methods
 from .teacher_cache import compute_teacher_logits
 from .training_args import SageTrainingArguments
 
 logger = logging.getLogger(__name__)
 
 # Columns the trainer reads; Trainer would drop most of them, since the student's forward only names a few.
-SAGE_COLUMNS = [
-    "input_ids",
-    "attention_mask",
-    "token_type_ids",
-    "inputs_embeds",
-    "labels",
-    "label",
-    "label_ids",
-    "teacher_logits",
-    "shift",
-    "partner_input_ids",
-    "partner_attention_mask",
-    "partner_token_type_ids",
-    "mix",
-    "example_id",
-]
+_BASE_COLUMNS = ["input_ids", "attention_mask", "token_type_ids", "inputs_embeds", "labels", "label", "label_ids",
+                 "teacher_logits", "example_id"]
+
+
+def sage_columns() -> list[str]:
+    """The base columns plus what every registered synthesis method's items add."""
+    return list(dict.fromkeys(_BASE_COLUMNS + [k for method in synthesis_methods() for k in method.item_keys]))
 
 
 class SageTrainer(Trainer):
@@ -103,12 +95,13 @@ class SageTrainer(Trainer):
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
         self.teacher = self._prepare_teacher(teacher)
+        self._synthesis = get_synthesis(self.args.synthesis)
         self.sage_engine: SageEngine | None = None
         self._warmed_up = False
         if self.args.sage and train_dataset is not None:
             self.sage_engine = self._build_engine(train_dataset)
             self.train_dataset = self.sage_engine.buffer  # refilled in place by SageCallback every round
-            self.add_callback(SageCallback(self))
+            self._add_sage_callback()
 
     # ---- SAGE -----------------------------------------------------------------------------------------
     def _build_engine(self, dataset) -> SageEngine:
@@ -128,7 +121,17 @@ class SageTrainer(Trainer):
         cache = self.args.map_cache_dir or os.path.join(
             os.environ.get("SAGE_HF_CACHE", os.path.join(Path.home(), ".cache", "sage_hf")), "maps")
         name = getattr(self.teacher.config, "_name_or_path", "") or type(self.teacher.model).__name__
-        return SageEngine(self.teacher, features, teacher_logits, labels, self.args, map_cache_dir=cache, map_key=name)
+        return SageEngine(self.teacher, features, teacher_logits, labels, RoundConfig.from_args(self.args),
+                          map_cache_dir=cache, map_key=name, tokenizer=self.processing_class)
+
+    def _add_sage_callback(self) -> None:
+        """Before the progress bar's callback: round 1 then runs before the bar starts timing step 1."""
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        callbacks = self.callback_handler.callbacks
+        bar = next((i for i, cb in enumerate(callbacks) if isinstance(cb, (ProgressCallback, PrinterCallback))),
+                   len(callbacks))
+        callbacks.insert(bar, SageCallback(self))
 
     def warm_up(self) -> None:
         """Logit distillation on unlabeled generic text before round 1 (the paper's general distillation)."""
@@ -138,10 +141,12 @@ class SageTrainer(Trainer):
         data = tokenized_warmup_dataset(args.warmup_source, self.processing_class, args.warmup_max_length,
                                         args.warmup_max_samples, seed=args.seed)
         warm_args = dataclasses.replace(
-            args, sage=False, num_train_epochs=args.warmup_epochs, max_steps=-1, output_dir=os.path.join(args.output_dir, "warmup"),
+            args, sage=False, num_train_epochs=args.warmup_epochs, max_steps=-1,
+            output_dir=os.path.join(args.output_dir, "warmup"),
             save_strategy="no", eval_strategy="no", report_to=[], push_to_hub=False, load_best_model_at_end=False,
             warmup_source=None)
-        logger.info("Warm-up: %g epoch(s) of logit distillation on %d generic text lines", args.warmup_epochs, len(data))
+        logger.info("Warm-up: %g epoch(s) of logit distillation on %d generic text lines", args.warmup_epochs,
+                    len(data))
         warm = SageTrainer(model=self.model, args=warm_args, teacher_model=self.teacher, train_dataset=data,
                            processing_class=self.processing_class)
         result = warm.train()
@@ -176,13 +181,14 @@ class SageTrainer(Trainer):
 
         from .publishing.hub import strip_tokens
 
-        # Trainer pickles its arguments, hub_token included; keep the token out of every saved folder.
-        torch.save(strip_tokens(self.args), os.path.join(output_dir or self.args.output_dir, TRAINING_ARGS_NAME))
+        # Trainer pickles its arguments, hub_token included; keep the token out of every saved folder. Only the
+        # writing process: the others return from Trainer._save before the folder exists.
+        if self.args.should_save:
+            torch.save(strip_tokens(self.args), os.path.join(output_dir or self.args.output_dir, TRAINING_ARGS_NAME))
 
     def export_student(self, folder: str | os.PathLike | None = None, **card_kwargs) -> Path:
         """The standard student (teacher input layer + student layers), tokenizer and model card in `folder`."""
         from .models.export import export_student
-
         from .publishing.model_card import write_student_card
 
         folder = Path(folder or os.path.join(self.args.output_dir, "student"))
@@ -233,7 +239,7 @@ class SageTrainer(Trainer):
 
     @torch.no_grad()
     def _layer1_and_teacher_logits(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        vectors, mask = materialise(self.teacher, inputs)  # real, shifted or interpolated examples
+        vectors, mask = self._synthesis.materialise(self.teacher, inputs)  # real or synthetic examples
         cached = inputs.get("teacher_logits")
         if cached is not None:
             num_labels = self.model.config.num_labels
@@ -271,7 +277,8 @@ class SageTrainer(Trainer):
         else:
             loss = per_example.mean()
             if model.training:
-                loss = loss / getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+                steps = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+                loss = loss / steps
         if return_outputs:
             return loss, SequenceClassifierOutput(loss=loss, logits=outputs.logits)
         return loss
@@ -289,11 +296,11 @@ class SageTrainer(Trainer):
     # ---- columns -------------------------------------------------------------------------------------
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
-            self._signature_columns = list(SAGE_COLUMNS)
+            self._signature_columns = sage_columns()
 
     def _remove_unused_columns(self, dataset, description=None):
         if self.args.remove_unused_columns and hasattr(dataset, "column_names"):
-            dropped = sorted(set(dataset.column_names) - set(SAGE_COLUMNS))
+            dropped = sorted(set(dataset.column_names) - set(sage_columns()))
             if dropped:
                 logger.warning(
                     "SageTrainer does not read the %s columns %s; they are dropped from the batches "

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Literal
 
 from transformers import TrainingArguments
 
-from .rounds.anchors import VALID_POLICIES
-from .rounds.scoring import POOLINGS
 from .losses import KD_LOSSES
 from .maps.reducers import VALID_INVERSE_BACKENDS, VALID_METRICS, VALID_REDUCERS
+from .rounds.anchors import VALID_POLICIES
+from .rounds.scoring import POOLINGS
+from .rounds.synthesis import SYNTHESIS_METHODS, get_synthesis
 
 SYNTHESIS_MODES = ("replace", "augment")
-SYNTHESIS = ("shift", "interpolate")
 REGENERATE = ("every_epoch", "once")
 
 
@@ -32,7 +33,7 @@ class SageTrainingArguments(TrainingArguments):
         default=0.0,
         metadata={"help": "Weight of the gold-label loss (cross-entropy, or MSE for regression) where labels exist."},
     )
-    kd_loss: str = field(
+    kd_loss: Literal[KD_LOSSES] = field(
         default="kl",
         metadata={"help": "Soft-target loss: 'kl' (KL divergence with temperature, times T^2) or 'mse' on logits."},
     )
@@ -52,66 +53,73 @@ class SageTrainingArguments(TrainingArguments):
         default=True,
         metadata={"help": "Run SAGE rounds (synthetic examples each epoch); False gives plain logit distillation."},
     )
-    reducer: str = field(
+    reducer: Literal[VALID_REDUCERS] = field(
         default="umap", metadata={"help": f"Map from pooled layer-1 vectors to a small space: {VALID_REDUCERS}."}
     )
     n_components: int = field(default=2, metadata={"help": "Dimensions of the reduced map (the paper: 2)."})
     n_neighbors: int = field(default=100, metadata={"help": "UMAP n_neighbors (the paper: 100)."})
-    reducer_metric: str = field(default="euclidean", metadata={"help": f"UMAP input metric: {VALID_METRICS}."})
-    pooling: str = field(
+    reducer_metric: Literal[VALID_METRICS] = field(
+        default="euclidean", metadata={"help": "UMAP's input metric (the neighbour metric of reducer 'none')."}
+    )
+    pooling: Literal[POOLINGS] = field(
         default="mean", metadata={"help": "How a layer-1 sequence becomes one vector for the map: 'mean' or 'first'."}
     )
-    anchor_policy: str = field(
+    anchor_policy: Literal[VALID_POLICIES] = field(
         default="top",
-        metadata={"help": f"How anchors are chosen from per-example losses: {VALID_POLICIES} ('random' is the ablation)."},
+        metadata={"help": "How anchors are chosen from per-example losses ('random' is the ablation)."},
     )
     anchor_fraction: float = field(
         default=0.2, metadata={"help": "With anchor_policy='top': the top fraction of examples by loss that anchor."}
     )
     sample_neighbors: int = field(
-        default=10, metadata={"help": "k: a synthetic point lies between its anchor and one of its k nearest neighbours."}
+        default=10,
+        metadata={"help": "k: a synthetic point lies between its anchor and one of its k nearest neighbours."},
     )
     jitter: float = field(
-        default=0.1, metadata={"help": "Jitter of sampled points, as a fraction of the local neighbour distance (0..1)."}
+        default=0.1,
+        metadata={"help": "Jitter of sampled points, as a fraction of the local neighbour distance (0..1)."},
     )
     shift_scale: float = field(
-        default=1.0, metadata={"help": "Scale of the layer-1 shift (inverted vector - anchor's pooled vector); 1 = paper."}
+        default=1.0,
+        metadata={"help": "Scale of the layer-1 shift (inverted vector - anchor's pooled vector); 1 = paper."},
     )
     synthetic_count: int | None = field(
         default=None, metadata={"help": "Synthetic examples per round (default: as many as real examples)."}
     )
-    synthesis: str = field(
+    synthesis: Literal[SYNTHESIS_METHODS] = field(
         default="shift",
         metadata={"help": "How a sampled map point becomes a layer-1 sequence. 'shift' (the paper): the anchor's "
                   "sequence plus (inverted vector - anchor's pooled vector) on every token. 'interpolate': the "
                   "sampler's anchor -> neighbour position applied to whole sequences, (1 - t) anchor + t neighbour, "
                   "token by token (no vector inversion needed)."},
     )
-    synthesis_mode: str = field(
+    synthesis_mode: Literal[SYNTHESIS_MODES] = field(
         default="augment",
         metadata={"help": "'augment': each epoch trains on real + synthetic examples (the best measured, see README); "
                   "'replace': on the synthetic set only (the paper)."},
     )
-    regenerate: str = field(
+    regenerate: Literal[REGENERATE] = field(
         default="every_epoch", metadata={"help": "'every_epoch' (adaptive, the paper) or 'once' (the ablation)."}
     )
-    inversion_backend: str = field(
+    inversion_backend: Literal[VALID_INVERSE_BACKENDS] = field(
         default="fast", metadata={"help": "'fast' (batched, sage-hf) or 'umap-learn' (its inverse_transform, slow)."}
     )
     agreement_threshold: float = field(
-        default=0.99, metadata={"help": "Stop when the student's argmax agrees with the teacher's on this share of the real set."}
+        default=0.99,
+        metadata={"help": "Stop when the student's argmax agrees with the teacher's on this share of the real set."},
     )
     max_rounds: int = field(default=10, metadata={"help": "Most SAGE rounds (synthetic sets) generated in one run."})
     warmup_source: str | None = field(
         default=None,
-        metadata={"help": "Unlabeled generic text for the warm-up: a text file, a folder of them, or a datasets name."},
+        metadata={"help": "Unlabeled generic text for the warm-up: a text file, a folder of them, or a dataset name."},
     )
     warmup_epochs: float = field(default=1.0, metadata={"help": "Warm-up epochs on warmup_source (0 skips it)."})
     warmup_max_samples: int | None = field(default=20000, metadata={"help": "Most warm-up text lines used."})
     warmup_max_length: int = field(default=128, metadata={"help": "Token limit of a warm-up line."})
     map_cache_dir: str | None = field(
         default=None,
-        metadata={"help": "Where fitted maps are cached and reused across rounds and runs (default ~/.cache/sage_hf/maps)."},
+        metadata={"help": "Where fitted maps are cached and reused across rounds and runs (default: "
+                  "~/.cache/sage_hf/maps)."},
     )
     save_round_plots: bool = field(default=True, metadata={"help": "Write a PNG of the loss map per round."})
     decode_examples: int = field(
@@ -126,8 +134,7 @@ class SageTrainingArguments(TrainingArguments):
             raise ValueError(f"alpha_kd and alpha_hard must be >= 0, got {self.alpha_kd} and {self.alpha_hard}.")
         if self.alpha_kd == 0 and self.alpha_hard == 0:
             raise ValueError("alpha_kd and alpha_hard are both 0: the student would have no loss to learn from.")
-        if self.kd_loss not in KD_LOSSES:
-            raise ValueError(f"Unknown kd_loss '{self.kd_loss}': choose one of {', '.join(KD_LOSSES)}.")
+        _one_of("kd_loss", self.kd_loss, KD_LOSSES)
         if self.interface_layer < 0:
             raise ValueError(f"interface_layer must be >= 0, got {self.interface_layer}.")
         if self.teacher_batch_size < 1:
@@ -136,7 +143,7 @@ class SageTrainingArguments(TrainingArguments):
         _one_of("reducer_metric", self.reducer_metric, VALID_METRICS)
         _one_of("pooling", self.pooling, POOLINGS)
         _one_of("anchor_policy", self.anchor_policy, VALID_POLICIES)
-        _one_of("synthesis", self.synthesis, SYNTHESIS)
+        get_synthesis(self.synthesis)  # registered methods, built-in or not
         _one_of("synthesis_mode", self.synthesis_mode, SYNTHESIS_MODES)
         _one_of("regenerate", self.regenerate, REGENERATE)
         _one_of("inversion_backend", self.inversion_backend, VALID_INVERSE_BACKENDS)

@@ -1,4 +1,4 @@
-"""Point 7: a 2-process CPU (gloo) SageTrainer run ends with identical student weights on both ranks."""
+"""A 2-process CPU (gloo) SageTrainer run ends with identical student weights on both ranks."""
 
 import json
 import os
@@ -37,3 +37,5 @@ def test_two_process_sage_rounds_draw_the_same_synthetic_set_on_every_rank(tmp_p
     assert reports[0]["agreements"] == reports[1]["agreements"]  # scores gathered from both shards
     assert reports[0]["buffer_digest"] == reports[1]["buffer_digest"]
     assert [r["global_step"] for r in reports] == [24, 24]  # (64 real + 64 synthetic) / (2 ranks x 8) x 3 epochs
+    # every rank saw the checkpoint the main process wrote, with the SAGE state and the arguments in it
+    assert {"sage_state.json", "sage_state.safetensors", "training_args.bin"} <= set(reports[1]["checkpoint_files"])

@@ -1,10 +1,11 @@
-"""Points 5 and 7: SageTrainingArguments and SageTrainer."""
+"""SageTrainingArguments and SageTrainer: distillation, saving, batches and bad input."""
 
 import logging
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_dataset, tiny_teacher
 
 from sage_hf import (
     SageDataCollator,
@@ -16,7 +17,6 @@ from sage_hf import (
     compute_teacher_logits,
 )
 from sage_hf.losses import kd_loss_per_example
-from conftest import tiny_dataset, tiny_teacher
 
 
 def make_args(tmp_path, **overrides):
@@ -147,8 +147,10 @@ def test_evaluation_reports_task_metric_and_agreement(tmp_path):
 
 
 def test_extra_columns_are_reported_not_silently_dropped(tmp_path, caplog):
-    data = tiny_dataset(8).add_column("sentence", ["some text"] * 8).add_column("teacher_logits", [[0.0, 0.0, 0.0]] * 8)
-    trainer = SageTrainer(args=make_args(tmp_path), teacher_model=tiny_teacher("bert", num_layers=2), train_dataset=data)
+    data = tiny_dataset(8).add_column("sentence", ["some text"] * 8)
+    data = data.add_column("teacher_logits", [[0.0, 0.0, 0.0]] * 8)
+    trainer = SageTrainer(args=make_args(tmp_path), teacher_model=tiny_teacher("bert", num_layers=2),
+                          train_dataset=data)
     with caplog.at_level(logging.WARNING, logger="sage_hf.trainer"):
         trainer.train()
     assert "['sentence']" in caplog.text  # named, and teacher_logits is kept
@@ -168,8 +170,8 @@ def test_bad_arguments(tmp_path, kwargs, message):
 
 
 def test_teacher_without_head_is_refused(tmp_path):
-    from transformers import AutoModel
     from conftest import tiny_config
+    from transformers import AutoModel
 
     with pytest.raises(ValueError, match="has no sequence-classification head"):
         SageTrainer(args=make_args(tmp_path), teacher_model=AutoModel.from_config(tiny_config("bert")))
@@ -182,7 +184,8 @@ def test_student_of_another_width_is_refused(tmp_path):
     wide = AutoModelForSequenceClassification.from_config(BertConfig(hidden_size=48, num_hidden_layers=2,
                                                                      num_attention_heads=4, intermediate_size=37,
                                                                      vocab_size=99, num_labels=3))
-    with pytest.raises(ValueError, match=r"student's hidden size \(32\) differs from the teacher's layer-1 width \(48\)"):
+    message = r"student's hidden size \(32\) differs from the teacher's layer-1 width \(48\)"
+    with pytest.raises(ValueError, match=message):
         SageTrainer(model=narrow, args=make_args(tmp_path), teacher_model=wide)
 
 
@@ -202,4 +205,14 @@ def test_teacher_logits_with_wrong_class_count(tmp_path):
 
 def test_empty_dataset_is_refused(tmp_path):
     with pytest.raises(ValueError, match="The train dataset is empty"):
-        SageTrainer(args=make_args(tmp_path), teacher_model=tiny_teacher("bert"), train_dataset=tiny_dataset(4).select([]))
+        SageTrainer(args=make_args(tmp_path), teacher_model=tiny_teacher("bert"),
+                    train_dataset=tiny_dataset(4).select([]))
+
+
+def test_only_the_writing_process_saves_training_args(tmp_path, monkeypatch):
+    """Other ranks return from Trainer._save before the folder exists; they must not write into it."""
+    trainer = SageTrainer(args=make_args(tmp_path), teacher_model=tiny_teacher("bert"))
+    monkeypatch.setattr(SageTrainingArguments, "should_save", property(lambda self: False))
+    folder = tmp_path / "out" / "checkpoint-1"
+    trainer._save(str(folder))
+    assert not folder.exists()

@@ -1,97 +1,51 @@
-"""`SageCallback`: runs a SAGE round after the warm-up and after every epoch, and applies the stop rule."""
+"""`SageCallback`: turns Trainer events into `SageEngine.step`, logs, `control` and the round plot.
+
+The engine's state (round, history, buffer) is saved into every checkpoint by `on_save` and restored by
+`SageTrainer.train`, so this callback keeps no state of its own.
+"""
 
 from __future__ import annotations
 
-import logging
 import os
-import time
 
 from transformers import TrainerCallback
-from transformers.trainer_callback import ExportableState
 
-from .decode import decode_synthetic
-from ..publishing.plots import plot_round
-
-logger = logging.getLogger(__name__)
+from ..publishing.plots import plot_round, round_plot_path
 
 
-class SageCallback(TrainerCallback, ExportableState):
-    """Swaps the next epoch's training set in place (see `SageTrainBuffer`) and stops at teacher agreement."""
+class SageCallback(TrainerCallback):
+    """A step before the first optimiser step and after every epoch; stops training at teacher agreement."""
 
     def __init__(self, trainer):
         self.trainer = trainer
 
-    @property
-    def engine(self):
-        return self.trainer.sage_engine
-
-    # ---- hooks ---------------------------------------------------------------------------------------
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if self.engine.restored:
-            return control
-        self._round(args, state, control, epoch=0.0)
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not self.trainer.sage_engine.restored:
+            self._step(args, state, control, epoch=0.0)
         return control
 
-    def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        last_epoch = state.global_step >= state.max_steps
-        regenerate = (args.regenerate == "every_epoch" and self.engine.round < args.max_rounds and not last_epoch)
-        self._round(args, state, control, epoch=state.epoch, generate=regenerate)
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self._step(args, state, control, epoch=state.epoch, last_epoch=state.global_step >= state.max_steps)
         return control
 
     def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-            if os.path.isdir(folder):
-                self.engine.save(folder)
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        if args.should_save and os.path.isdir(folder):
+            self.trainer.sage_engine.save(folder)
         return control
 
-    # ---- one round -----------------------------------------------------------------------------------
-    def _log(self, control, logs: dict) -> None:
+    def _step(self, args, state, control, epoch: float, last_epoch: bool = False) -> None:
+        trainer = self.trainer
+        report = trainer.sage_engine.step(trainer.accelerator.unwrap_model(trainer.model), epoch,
+                                          accelerator=trainer.accelerator, global_step=state.global_step,
+                                          last_epoch=last_epoch)
+        if report.stopped:
+            control.should_training_stop = True
         # Trainer.log() clears control.should_log; keep the epoch's own training-loss log that may be due.
         should_log = control.should_log
-        self.trainer.log(logs)
+        trainer.log(report.logs())
         control.should_log = should_log
-
-    def _round(self, args, state, control, epoch: float, generate: bool = True):
-        trainer, engine = self.trainer, self.engine
-        student = trainer.accelerator.unwrap_model(trainer.model)
-        start = time.perf_counter()
-        losses, agreement = engine.score(student, trainer.accelerator)
-        score_s = time.perf_counter() - start
-        rate = float(agreement.mean())
-        if epoch > 0 and rate >= args.agreement_threshold:
-            engine.stop_reason = (f"agreement {rate:.4f} >= {args.agreement_threshold} with the teacher on the real "
-                                  f"training set after epoch {epoch:.2f}")
-            control.should_training_stop = True
-            logger.info("SAGE stops: %s", engine.stop_reason)
-            self._log(control, {"sage/agreement": rate, "sage/mean_loss": float(losses.mean()), "sage/stopped": 1.0})
-            return
-        if not generate:
-            if state.global_step >= state.max_steps and engine.stop_reason is None:
-                engine.stop_reason = f"epoch limit reached ({args.num_train_epochs:g} epochs, {engine.round} rounds)"
-            self._log(control, {"sage/agreement": rate, "sage/mean_loss": float(losses.mean())})
-            return
-        report = engine.run_round(student, losses, agreement, epoch=epoch, step=state.global_step, score_seconds=score_s)
-        if args.decode_examples and trainer.processing_class is not None and trainer.teacher.interface_layer == 0:
-            try:
-                report.decoded = decode_synthetic(engine, trainer.processing_class, args.decode_examples)
-                engine.history[-1]["decoded"] = report.decoded
-            except Exception as err:  # decoding is for reading only; never let it stop training
-                logger.warning("Could not decode synthetic examples: %s", err)
-        if state.is_world_process_zero:
-            logger.info(report.line())
-            for text in report.decoded:
-                logger.info("  synthetic example reads like: %s", text)
-            if args.save_round_plots:
-                path = os.path.join(args.output_dir, "sage_rounds", f"round_{report.round:02d}.png")
-                plot_round(engine, losses, path, title=f"SAGE round {report.round} (epoch {epoch:.2f})")
-        logs = {"sage/round": report.round, "sage/agreement": report.agreement, "sage/mean_loss": report.mean_loss,
-                "sage/anchors_mean_loss": report.anchors_mean_loss, "sage/synthetic": report.synthetic_count}
-        logs.update({f"sage/seconds_{k}": v for k, v in report.seconds.items()})
-        self._log(control, logs)
-
-    # ---- ExportableState: saved in trainer_state.json with every checkpoint --------------------------
-    def state(self) -> dict:
-        e = self.engine
-        return {"args": {}, "attributes": {"round": e.round, "stop_reason": e.stop_reason,
-                                           "map_cache_key": getattr(e.reducer, "cache_key", None)}}
+        if report.generated and args.save_round_plots and state.is_world_process_zero:
+            plot_round(report.coords, report.losses, round_plot_path(args.output_dir, report.round),
+                       anchors=report.anchors, points=report.points, axis_label=report.axis_label,
+                       title=f"SAGE round {report.round} (epoch {epoch:.2f})")

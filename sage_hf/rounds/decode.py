@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .buffer import entry_batch
+
 
 @torch.no_grad()
 def nearest_tokens(teacher, vectors: torch.Tensor, token_type_ids: torch.Tensor | None = None,
@@ -44,22 +46,30 @@ def nearest_tokens(teacher, vectors: torch.Tensor, token_type_ids: torch.Tensor 
     return out
 
 
+def _token_types(batch: dict) -> list[int] | None:
+    """Segment of each position of a one-entry batch: the first of its sequences that has a real token there."""
+    groups = [k[: -len("input_ids")] for k in batch if k.endswith("input_ids")]
+    if "token_type_ids" not in batch:
+        return None
+    types = []
+    for pos in range(batch["attention_mask"].shape[1]):
+        owner = next((p for p in groups if int(batch[p + "attention_mask"][0, pos])), "")
+        types.append(int(batch.get(owner + "token_type_ids", batch["token_type_ids"])[0, pos]))
+    return types
+
+
 @torch.no_grad()
-def decode_synthetic(engine, tokenizer, count: int = 3) -> list[str]:
-    """'anchor text => decoded synthetic text' for the first `count` synthetic entries of the buffer."""
-    buf = engine.buffer
-    slots = torch.nonzero(buf.synthetic).flatten()[:count].tolist()
+def decode_synthetic(teacher, tokenizer, features: dict[str, list], entries, method, count: int = 3) -> list[str]:
+    """'anchor text => decoded synthetic text' for the first `count` synthetic `entries` (a `SyntheticSet`)."""
+    device = next(teacher.parameters()).device
     lines = []
-    entries = buf.contents()
-    types = engine.features.get("token_type_ids")
-    for slot in slots:
-        src, partner = int(entries.source[slot]), int(entries.partner[slot])
-        vectors, mask = engine.materialise(entries, slot, slot + 1)
-        vectors = vectors[0][mask[0].bool()]  # an interpolated entry covers the longer of its two sequences
-        tt = None
-        if types is not None:
-            tt = list(types[src]) + list(types[partner])[len(types[src]):]
-        ids = nearest_tokens(engine.teacher, vectors, tt)
-        anchor = tokenizer.decode(engine.features["input_ids"][src], skip_special_tokens=True)
+    for slot in torch.nonzero(entries.synthetic).flatten()[:count].tolist():
+        batch = entry_batch(features, entries, method, [slot])
+        vectors, mask = method.materialise(teacher, {k: v.to(device) for k, v in batch.items()})
+        keep = mask[0].bool()  # an interpolated entry covers the longer of its two sequences
+        types = _token_types(batch)
+        ids = nearest_tokens(teacher, vectors[0][keep], None if types is None else
+                             [t for t, k in zip(types, keep.tolist()) if k])
+        anchor = tokenizer.decode(features["input_ids"][int(entries.source[slot])], skip_special_tokens=True)
         lines.append(f"{anchor!r} => {tokenizer.decode(ids, skip_special_tokens=True)!r}")
     return lines

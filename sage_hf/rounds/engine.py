@@ -1,4 +1,4 @@
-"""One SAGE round: score -> map -> select -> sample -> invert -> label -> fill the next epoch's buffer.
+"""One SAGE step: score -> stop rule -> round (map -> select -> sample -> synthesise -> label -> fill the buffer).
 
 `SageEngine` owns everything that outlives a round: the real examples, their pooled layer-1 vectors and
 cached teacher logits, the fitted map (fitted once per teacher, dataset and reducer settings, cached on disk)
@@ -9,6 +9,7 @@ of a distributed run, and a resumed run, draws the same synthetic set.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -17,21 +18,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .anchors import select_anchors
-from ..collator import SageDataCollator
-from .scoring import pooled_layer1, score_examples
 from ..maps.cache import fit_or_load_reducer
-from ..maps.reducers import ReducerSettings
+from .anchors import select_anchors
+from .buffer import SageTrainBuffer, SyntheticSet, entry_batch
+from .config import RoundConfig
+from .decode import decode_synthetic
 from .sampling import sample_near_anchors
-from .buffer import SageTrainBuffer, SyntheticSet, materialise
+from .scoring import pooled_layer1, score_examples
+from .synthesis import ProposalContext, get_synthesis
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "sage_state.pt"
+STATE_TENSORS = "sage_state.safetensors"  # the buffer's entries
+STATE_JSON = "sage_state.json"  # round, history, stop reason, settings
 
 
 @dataclass
 class RoundReport:
+    """What one `SageEngine.step` did; `record()` is its history entry, the rest feeds logs and the plot."""
+
     round: int
     epoch: float
     synthetic_count: int
@@ -42,6 +47,32 @@ class RoundReport:
     digest: str | None = None
     anchor_fallback: bool = False
     decoded: list[str] = field(default_factory=list)
+    generated: bool = True  # False: scored only (stopped, regenerate='once', max_rounds or the last epoch)
+    stopped: bool = False  # the agreement threshold was reached: training should stop
+    stop_reason: str | None = None
+    # plot inputs, never recorded
+    losses: np.ndarray | None = field(default=None, repr=False)
+    coords: np.ndarray | None = field(default=None, repr=False)
+    anchors: np.ndarray | None = field(default=None, repr=False)
+    points: np.ndarray | None = field(default=None, repr=False)
+    axis_label: str = "umap"
+
+    _RECORDED = ("round", "epoch", "synthetic_count", "agreement", "mean_loss", "anchors_mean_loss", "seconds",
+                 "digest", "anchor_fallback", "decoded")
+
+    def record(self) -> dict:
+        return {k: getattr(self, k) for k in self._RECORDED}
+
+    def logs(self) -> dict[str, float]:
+        """The metrics `Trainer.log` gets."""
+        logs = {"sage/agreement": self.agreement, "sage/mean_loss": self.mean_loss}
+        if self.stopped:
+            logs["sage/stopped"] = 1.0
+        if self.generated:
+            logs = {"sage/round": self.round, **logs, "sage/anchors_mean_loss": self.anchors_mean_loss,
+                    "sage/synthetic": self.synthetic_count}
+            logs.update({f"sage/seconds_{k}": v for k, v in self.seconds.items()})
+        return logs
 
     def line(self) -> str:
         secs = " ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
@@ -51,37 +82,25 @@ class RoundReport:
                 f"set {self.digest}")
 
 
-def reducer_settings_from_args(args) -> ReducerSettings:
-    return ReducerSettings(name=args.reducer, n_components=args.n_components, n_neighbors=args.n_neighbors,
-                           metric=args.reducer_metric, seed=args.seed, inverse_backend=args.inversion_backend)
-
-
 class SageEngine:
+    """The rounds of one training run: `step` is called before the first epoch and after every epoch."""
+
     def __init__(self, teacher, real_features: dict[str, list], teacher_logits: torch.Tensor, labels: list | None,
-                 args, map_cache_dir: str | Path | None = None, map_key: str = ""):
+                 config: RoundConfig, *, map_cache_dir: str | Path | None = None, map_key: str = "", tokenizer=None):
         n = len(real_features["input_ids"])
-        if n == 0:
-            raise ValueError("The training dataset is empty: SAGE needs real examples to start from.")
+        config.check_data(n, teacher.width)
+        self.config = config
         self.teacher = teacher
         self.features = real_features
         self.teacher_logits = teacher_logits.float()
-        self.args = args
+        self.tokenizer = tokenizer
+        self.method = get_synthesis(config.synthesis)
         self.n_real = n
-        self.settings = reducer_settings_from_args(args)
-        if args.reducer == "umap" and args.n_neighbors >= n:
-            raise ValueError(f"n_neighbors={args.n_neighbors} must be smaller than the number of training examples "
-                             f"({n}): lower --n_neighbors or use more data.")
-        if args.n_components > teacher.width:
-            raise ValueError(f"n_components={args.n_components} is larger than the layer-1 vector width "
-                             f"({teacher.width}).")
-        if args.sample_neighbors >= n:
-            raise ValueError(f"sample_neighbors={args.sample_neighbors} must be smaller than the number of training "
-                             f"examples ({n}).")
-        self.synthetic_count = args.synthetic_count if args.synthetic_count is not None else n
-        length = self.synthetic_count if args.synthesis_mode == "replace" else n + self.synthetic_count
-        self.buffer = SageTrainBuffer(real_features, labels, length, teacher.width, self.teacher_logits.shape[-1],
-                                      pairs=args.synthesis == "interpolate")
-        self.buffer.fill(SyntheticSet.real(np.arange(length) % n, self.teacher_logits, teacher.width))
+        self.synthetic_count = config.synthetic_count if config.synthetic_count is not None else n
+        length = self.synthetic_count if config.synthesis_mode == "replace" else n + self.synthetic_count
+        self.buffer = SageTrainBuffer(real_features, labels, length, self.teacher_logits.shape[-1], self.method,
+                                      teacher.width)
+        self.buffer.fill(self._real_entries(np.arange(length) % n))
         self.map_cache_dir = map_cache_dir
         self.map_key = map_key
         self.round = 0
@@ -89,35 +108,66 @@ class SageEngine:
         self.stop_reason: str | None = None
         self.restored = False
         self.pooled: np.ndarray | None = None
-        self.reducer = None
-        self.last_points: np.ndarray | None = None
-        self.last_anchors: np.ndarray | None = None
+        self.map = None  # the fitted reducer
+        self._restored_map_key: str | None = None
+
+    def _real_entries(self, indices) -> SyntheticSet:
+        return SyntheticSet.real(indices, self.teacher_logits, self.method, self.teacher.width)
 
     # ---- map: fitted once -----------------------------------------------------------------------------
     def ensure_map(self) -> float:
         """Pool the real examples and fit (or load) the reducer, once; returns the seconds spent."""
-        if self.reducer is not None:
+        if self.map is not None:
             return 0.0
         start = time.perf_counter()
-        show = self._is_main()
-        self.pooled = pooled_layer1(self.teacher, self.features, self.args.teacher_batch_size, self.args.pooling,
-                                    show_progress=show)
-        extra = f"{self.map_key}|pooling={self.args.pooling}|interface={self.teacher.interface_layer}"
-        self.reducer = fit_or_load_reducer(self.settings, self.pooled, self.map_cache_dir, extra_key=extra)
+        cfg = self.config
+        self.pooled = pooled_layer1(self.teacher, self.features, cfg.teacher_batch_size, cfg.pooling,
+                                    show_progress=self._is_main())
+        extra = f"{self.map_key}|pooling={cfg.pooling}|interface={self.teacher.interface_layer}"
+        self.map = fit_or_load_reducer(cfg.reducer, self.pooled, self.map_cache_dir, extra_key=extra)
+        if self._restored_map_key not in (None, self.map.cache_key):
+            logger.warning("The map differs from the one the checkpoint was trained with (other teacher, data or "
+                           "pooling): later rounds sample from the new map.")
         return time.perf_counter() - start
 
-    @property
-    def coords(self) -> np.ndarray:
-        return self.reducer.embedding_
+    # ---- one step: score -> stop rule -> round ----------------------------------------------------------
+    def step(self, student, epoch: float, *, accelerator=None, global_step: int | None = None,
+             last_epoch: bool = False) -> RoundReport:
+        """Score the student; stop at the agreement threshold, else run a round when one is due."""
+        cfg = self.config
+        start = time.perf_counter()
+        losses, agreement = self.score(student, accelerator)
+        score_seconds = time.perf_counter() - start
+        rate = float(agreement.mean())
+        if epoch > 0 and rate >= cfg.agreement_threshold:
+            self.stop_reason = (f"agreement {rate:.4f} >= {cfg.agreement_threshold} with the teacher on the real "
+                                f"training set after epoch {epoch:.2f}")
+            logger.info("SAGE stops: %s", self.stop_reason)
+            return self._scored_only(epoch, losses, rate, score_seconds, stopped=True)
+        due = self.round == 0 or (cfg.regenerate == "every_epoch" and self.round < cfg.max_rounds and not last_epoch)
+        if not due:
+            if last_epoch and self.stop_reason is None:
+                self.stop_reason = f"epoch limit reached ({cfg.num_train_epochs:g} epochs, {self.round} rounds)"
+            return self._scored_only(epoch, losses, rate, score_seconds)
+        report = self.run_round(student, losses, agreement, epoch=epoch, step=global_step, score_seconds=score_seconds)
+        if self._is_main():
+            logger.info(report.line())
+            for text in report.decoded:
+                logger.info("  synthetic example reads like: %s", text)
+        return report
 
-    # ---- score -----------------------------------------------------------------------------------------
+    def _scored_only(self, epoch, losses, rate, score_seconds, stopped=False) -> RoundReport:
+        return RoundReport(round=self.round, epoch=epoch, synthetic_count=0, agreement=rate,
+                           mean_loss=float(losses.mean()), seconds={"score": score_seconds}, generated=False,
+                           stopped=stopped, stop_reason=self.stop_reason)
+
     def score(self, student, accelerator=None) -> tuple[np.ndarray, np.ndarray]:
-        """Losses and agreement on every real example; each rank scores a shard, then all gather."""
+        """Difficulty (soft-target loss) and agreement on every real example; each rank scores a shard."""
         rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
         indices = np.arange(rank, self.n_real, world)
         losses, agree = score_examples(student, self.teacher, self.features, self.teacher_logits, indices,
-                                       batch_size=self.args.teacher_batch_size, loss_kwargs=self._loss_kwargs(),
-                                       show_progress=self._is_main())
+                                       batch_size=self.config.teacher_batch_size,
+                                       loss_kwargs=self.config.difficulty_kwargs(), show_progress=self._is_main())
         if world > 1:
             from accelerate.utils import gather_object
 
@@ -128,110 +178,107 @@ class SageEngine:
             return full_l, full_a
         return losses.astype(np.float32), agree.astype(bool)
 
-    def _loss_kwargs(self) -> dict:
-        a = self.args
-        return {"temperature": a.temperature, "kind": a.kd_loss, "alpha_kd": 1.0, "alpha_hard": 0.0}
-
-    # ---- one round -------------------------------------------------------------------------------------
     def run_round(self, student, losses: np.ndarray, agreement: np.ndarray, epoch: float, step: int | None = None,
                   score_seconds: float = 0.0) -> RoundReport:
+        """Select anchors by `losses`, sample near them, synthesise, label, and refill the buffer."""
+        cfg = self.config
         self.round += 1
-        args = self.args
         seconds = {"score": score_seconds, "map": self.ensure_map()}
-        rng = np.random.default_rng([args.seed, self.round])
+        rng = np.random.default_rng([cfg.seed, self.round])
 
         start = time.perf_counter()
         if np.isnan(losses).any():
             bad = np.flatnonzero(np.isnan(losses))[:10].tolist()
             raise FloatingPointError(f"NaN distillation loss at step {step} for real examples {bad}: the student "
                                      "diverged (lower the learning rate, or check the inputs).")
-        selection = select_anchors(losses, self.synthetic_count, policy=args.anchor_policy,
-                                   fraction=args.anchor_fraction, rng=rng)
-        points = sample_near_anchors(self.reducer, selection.indices, k=args.sample_neighbors, jitter=args.jitter,
-                                     rng=rng)
+        selection = select_anchors(losses, self.synthetic_count, policy=cfg.anchor_policy,
+                                   fraction=cfg.anchor_fraction, rng=rng)
+        points = sample_near_anchors(self.map, selection.indices, k=cfg.sample_neighbors,
+                                     jitter=cfg.jitter, rng=rng)
         seconds["sample"] = time.perf_counter() - start
 
         start = time.perf_counter()
+        ctx = ProposalContext(anchors=selection.indices, points=points, map=self.map, pooled=self.pooled,
+                              teacher=self.teacher, student=student, features=self.features, rng=rng, config=cfg,
+                              show_progress=self._is_main())
         anchors = torch.as_tensor(selection.indices, dtype=torch.long)
         m = len(anchors)
-        if args.synthesis == "interpolate":
-            # Invert at the sequence level: the sampler's own anchor -> neighbour position, token by token.
-            shift = torch.zeros(m, self.teacher.width)
-            partner = torch.as_tensor(points.neighbour_idx, dtype=torch.long)
-            mix = torch.as_tensor(points.t, dtype=torch.float32)
-        else:
-            inverted = self.reducer.inverse(points.points.astype(np.float32))
-            shift = torch.as_tensor(inverted - self.pooled[selection.indices], dtype=torch.float32) * args.shift_scale
-            partner, mix = anchors.clone(), torch.zeros(m)
-        synthetic = SyntheticSet(anchors, shift, torch.zeros(m, self.teacher_logits.shape[-1]),
-                                 torch.ones(m, dtype=torch.bool), partner, mix)
+        synthetic = SyntheticSet(anchors, torch.zeros(m, self.teacher_logits.shape[-1]),
+                                 torch.ones(m, dtype=torch.bool), self.method.propose(ctx))
         seconds["invert"] = time.perf_counter() - start
 
         start = time.perf_counter()
         synthetic.teacher_logits = self.label(synthetic)
         seconds["label"] = time.perf_counter() - start
 
-        if args.synthesis_mode == "augment":
-            synthetic = SyntheticSet.concat(SyntheticSet.real(np.arange(self.n_real), self.teacher_logits,
-                                                              self.teacher.width), synthetic)
+        if cfg.synthesis_mode == "augment":
+            synthetic = SyntheticSet.concat(self._real_entries(np.arange(self.n_real)), synthetic)
         self.buffer.fill(synthetic)
-        self.last_points, self.last_anchors = points.points, selection.indices
-        report = RoundReport(round=self.round, epoch=epoch, synthetic_count=len(anchors),
-                             agreement=float(agreement.mean()), mean_loss=float(losses.mean()),
-                             anchors_mean_loss=float(selection.mean_loss), seconds=seconds,
-                             digest=synthetic.digest(), anchor_fallback=bool(selection.fell_back_to_uniform))
-        self.history.append(dataclasses.asdict(report))
+        report = RoundReport(round=self.round, epoch=epoch, synthetic_count=m, agreement=float(agreement.mean()),
+                             mean_loss=float(losses.mean()), anchors_mean_loss=float(selection.mean_loss),
+                             seconds=seconds, digest=synthetic.digest(),
+                             anchor_fallback=bool(selection.fell_back_to_uniform), stop_reason=self.stop_reason,
+                             losses=losses, coords=self.map.embedding_, anchors=selection.indices,
+                             points=points.points, axis_label=cfg.reducer.name)
+        report.decoded = self._decode(synthetic)
+        self.history.append(report.record())
         return report
 
     @torch.no_grad()
     def label(self, entries: SyntheticSet) -> torch.Tensor:
-        """Teacher logits of synthetic examples, run from layer 1 in batches."""
-        out = [self.teacher.logits_from_layer1(*self.materialise(entries, start, start + self.args.teacher_batch_size))
-               .float().cpu() for start in range(0, len(entries), self.args.teacher_batch_size)]
+        """Teacher logits of synthetic entries, run from layer 1 in batches."""
+        device = next(self.teacher.parameters()).device
+        size = self.config.teacher_batch_size
+        out = []
+        for start in range(0, len(entries), size):
+            batch = entry_batch(self.features, entries, self.method, range(start, min(start + size, len(entries))))
+            vectors, mask = self.method.materialise(self.teacher, {k: v.to(device) for k, v in batch.items()})
+            out.append(self.teacher.logits_from_layer1(vectors, mask).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, self.teacher_logits.shape[-1])
 
-    def materialise(self, entries: SyntheticSet, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer-1 vectors and mask of entries[start:stop], on the teacher's device."""
-        device = next(self.teacher.parameters()).device
-        rows = range(start, min(stop, len(entries)))
-        items = []
-        for i in rows:
-            src, partner = int(entries.source[i]), int(entries.partner[i])
-            item = {k: v[src] for k, v in self.features.items()}
-            if self.buffer.pairs:
-                item.update({f"partner_{k}": v[partner] for k, v in self.features.items()})
-            items.append(item)
-        batch = {k: v.to(device) for k, v in SageDataCollator()(items).items()}
-        batch["shift"] = entries.shift[start:stop].to(device)
-        if self.buffer.pairs:
-            batch["mix"] = entries.mix[start:stop].to(device)
-        return materialise(self.teacher, batch)
+    def _decode(self, entries: SyntheticSet) -> list[str]:
+        if not self.config.decode_examples or self.tokenizer is None or self.teacher.interface_layer != 0:
+            return []
+        try:
+            return decode_synthetic(self.teacher, self.tokenizer, self.features, entries, self.method,
+                                    self.config.decode_examples)
+        except Exception as err:  # decoding is for reading only; never let it stop training
+            logger.warning("Could not decode synthetic examples: %s", err)
+            return []
 
-    # ---- checkpoint state -------------------------------------------------------------------------------
+    # ---- checkpoint state: safetensors + JSON, nothing unpickled ---------------------------------------
     def state_dict(self) -> dict:
+        """The JSON part of the checkpoint state (the buffer's tensors go to a safetensors file)."""
         return {"round": self.round, "history": self.history, "stop_reason": self.stop_reason,
-                "buffer": dataclasses.asdict(self.buffer.contents()),
-                "reducer_settings": dataclasses.asdict(self.settings),
-                "map_cache_key": getattr(self.reducer, "cache_key", None)}
+                "synthesis": self.config.synthesis, "reducer_settings": dataclasses.asdict(self.config.reducer),
+                "reducer_fit_fields": self.config.reducer.fit_fields(),
+                "map_cache_key": getattr(self.map, "cache_key", self._restored_map_key)}
 
     def save(self, folder: str | Path) -> None:
-        torch.save(self.state_dict(), Path(folder) / STATE_FILE)
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        save_file(self.buffer.contents().tensors(), folder / STATE_TENSORS)
+        (folder / STATE_JSON).write_text(json.dumps(self.state_dict(), indent=1))
 
     def load(self, folder: str | Path) -> bool:
-        path = Path(folder) / STATE_FILE
-        if not path.is_file():
+        """Restore the state saved in checkpoint `folder`; False when it has none (a run without SAGE)."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / STATE_JSON).is_file():
             return False
-        state = torch.load(path, weights_only=False)
-        ours = dataclasses.asdict(self.settings)
-        theirs = state["reducer_settings"]
-        keys = ("name", "n_components", "n_neighbors", "metric", "seed")
-        if any(ours[k] != theirs[k] for k in keys):
-            mine = {k: ours[k] for k in keys}
-            saved = {k: theirs[k] for k in keys}
-            raise ValueError(f"Cannot resume from {folder}: it was trained with reducer settings {saved}, "
-                             f"but this run asks for {mine}.")
+        state = json.loads((folder / STATE_JSON).read_text())
+        saved, ours = state["reducer_fit_fields"], self.config.reducer.fit_fields()
+        if saved != ours:
+            raise ValueError(f"Cannot resume from {folder}: it was trained with reducer settings {saved}, but this "
+                             f"run asks for {ours}. Resume with the checkpoint's settings or start a new output_dir.")
+        if state["synthesis"] != self.config.synthesis:
+            raise ValueError(f"Cannot resume from {folder}: it was trained with synthesis='{state['synthesis']}', "
+                             f"but this run asks for synthesis='{self.config.synthesis}'.")
+        self.buffer.fill(SyntheticSet.from_tensors(load_file(folder / STATE_TENSORS)))
         self.round, self.history, self.stop_reason = state["round"], state["history"], state["stop_reason"]
-        self.buffer.fill(SyntheticSet(**state["buffer"]))
+        self._restored_map_key = state["map_cache_key"]
         self.restored = True
         logger.info("Resumed SAGE at round %d from %s (set %s)", self.round, folder, self.buffer.contents().digest())
         return True

@@ -2,19 +2,21 @@
 
 import json
 import sys
+from pathlib import Path
 
 import torch.distributed as dist
 
 sys.path.insert(0, sys.argv[2])
 
 from conftest import tiny_dataset, tiny_teacher  # noqa: E402
+
 from sage_hf import SageStudentForSequenceClassification, SageTrainer, SageTrainingArguments  # noqa: E402
 
 out_dir = sys.argv[1]
 teacher = tiny_teacher("bert", num_layers=2, sharpen=20.0, dropout=0.0)
 student = SageStudentForSequenceClassification.from_teacher(teacher, num_layers=1, init="random")
 args = SageTrainingArguments(output_dir=out_dir, per_device_train_batch_size=8, num_train_epochs=3, learning_rate=2e-3,
-                             report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="no", seed=0,
+                             report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="epoch", seed=0,
                              logging_strategy="no", ddp_backend="gloo", reducer="pca", n_neighbors=10,
                              sample_neighbors=5, map_cache_dir=f"{out_dir}/maps", save_round_plots=False,
                              decode_examples=0, agreement_threshold=1.0)
@@ -23,7 +25,8 @@ trainer.train()
 report = {"rank": trainer.args.process_index, "world_size": trainer.args.world_size,
           "digests": [h["digest"] for h in trainer.sage_engine.history],
           "agreements": [h["agreement"] for h in trainer.sage_engine.history],
-          "buffer_digest": trainer.sage_engine.buffer.contents().digest(), "global_step": trainer.state.global_step}
+          "buffer_digest": trainer.sage_engine.buffer.contents().digest(), "global_step": trainer.state.global_step,
+          "checkpoint_files": sorted(p.name for p in Path(out_dir, "checkpoint-16").iterdir())}
 with open(f"{out_dir}/sage_rank{report['rank']}.json", "w") as f:
     json.dump(report, f)
 if dist.is_initialized():  # leave together: a rank exiting with gloo threads still up can abort

@@ -1,44 +1,16 @@
-"""Issue 3: SAGE rounds swap the training set each epoch, deterministically, resumably."""
+"""SAGE rounds swap the training set each epoch, deterministically; the stop rule and bad input."""
 
+import dataclasses
 import json
 import logging
-import shutil
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
+from sage_testing import RecordingTrainer, digests, make_trainer, sage_args
 
 from sage_hf import SageStudentForSequenceClassification, SageTrainer, SageTrainingArguments, TeacherInterface
-from sage_hf.rounds.decode import nearest_tokens
-from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
-
-
-def sage_args(tmp_path, **overrides):
-    defaults = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=16, num_train_epochs=3,
-                    learning_rate=2e-3, report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="no",
-                    logging_strategy="no", seed=0, data_seed=0, reducer="pca", n_neighbors=10, sample_neighbors=5,
-                    map_cache_dir=str(tmp_path / "maps"), save_round_plots=False, decode_examples=0,
-                    agreement_threshold=1.0, synthesis_mode="replace")
-    defaults.update(overrides)
-    return SageTrainingArguments(**defaults)
-
-
-class RecordingTrainer(SageTrainer):
-    """Records, per epoch, the example ids and shift norms of every training batch."""
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if model.training:
-            seen = self.__dict__.setdefault("seen", {})
-            epoch = int(self.state.epoch or 0)
-            seen.setdefault(epoch, []).append((inputs["example_id"].cpu(), inputs["shift"].norm(dim=-1).cpu()))
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-
-
-def make_trainer(tmp_path, n=96, cls=SageTrainer, **overrides):
-    teacher = TeacherInterface(tiny_teacher("bert", num_layers=2, sharpen=20.0, dropout=0.0))
-    student = SageStudentForSequenceClassification.from_teacher(teacher, num_layers=1, init="random")
-    return cls(model=student, args=sage_args(tmp_path, **overrides), teacher_model=teacher,
-               train_dataset=tiny_dataset(n))
 
 
 def test_each_epoch_trains_on_the_new_synthetic_set(tmp_path):
@@ -57,7 +29,7 @@ def test_each_epoch_trains_on_the_new_synthetic_set(tmp_path):
     last = torch.cat([i for i, _ in trainer.seen[2]])
     assert sorted((-last - 1).tolist()) == list(range(96))
     norms_seen = dict(zip((-last - 1).tolist(), torch.cat([s for _, s in trainer.seen[2]]).tolist()))
-    expected = buffer.shift.norm(dim=-1)
+    expected = buffer.columns["shift"].norm(dim=-1)
     assert all(abs(norms_seen[i] - float(expected[i])) < 1e-5 for i in range(96))
 
 
@@ -81,7 +53,7 @@ def test_persistent_workers_see_each_new_set(tmp_path):
     buffer = trainer.sage_engine.buffer
     ids = torch.cat([i for i, _ in seen])
     norms = torch.cat([s for _, s in seen])
-    expected = buffer.shift.norm(dim=-1)[(-ids - 1)]
+    expected = buffer.columns["shift"].norm(dim=-1)[(-ids - 1)]
     torch.testing.assert_close(norms, expected, atol=1e-5, rtol=0)  # not round 1's stale shifts
 
 
@@ -90,7 +62,7 @@ def test_same_seed_same_synthetic_sets(tmp_path):
     a.train()
     b = make_trainer(tmp_path / "b", num_train_epochs=2)
     b.train()
-    assert [h["digest"] for h in a.sage_engine.history] == [h["digest"] for h in b.sage_engine.history]
+    assert digests(a) == digests(b)
     c = make_trainer(tmp_path / "c", num_train_epochs=2, seed=1)
     c.train()
     assert a.sage_engine.history[0]["digest"] != c.sage_engine.history[0]["digest"]
@@ -101,19 +73,18 @@ def test_stop_rule_stops_and_records_why(tmp_path):
     trainer.train()
     assert trainer.state.epoch == 1.0
     assert trainer.sage_engine.stop_reason.startswith("agreement ")
-    state = json.loads((tmp_path / "out" / "checkpoint-6" / "trainer_state.json").read_text())
-    saved = state["stateful_callbacks"]["SageCallback"]["attributes"]
+    saved = json.loads((tmp_path / "out" / "checkpoint-6" / "sage_state.json").read_text())
     assert saved["stop_reason"].startswith("agreement ") and saved["round"] == 1
 
 
 def test_map_is_fitted_once_and_reused_from_disk(tmp_path):
     a = make_trainer(tmp_path, num_train_epochs=2, reducer="umap")
     a.train()
-    assert a.sage_engine.reducer.loaded_from_cache is False
+    assert a.sage_engine.map.loaded_from_cache is False
     b = make_trainer(tmp_path, num_train_epochs=1, reducer="umap")
     b.train()
-    assert b.sage_engine.reducer.loaded_from_cache is True
-    assert b.sage_engine.reducer.cache_key == a.sage_engine.reducer.cache_key
+    assert b.sage_engine.map.loaded_from_cache is True
+    assert b.sage_engine.map.cache_key == a.sage_engine.map.cache_key
 
 
 @pytest.mark.parametrize("reducer", ["none", "pca"])
@@ -136,29 +107,6 @@ def test_round_log_line_metrics_and_plot(tmp_path, caplog):
     assert (tmp_path / "out" / "sage_rounds" / "round_02.png").stat().st_size > 1000
 
 
-def test_resume_after_epoch_two_matches_an_uninterrupted_run(tmp_path):
-    full = make_trainer(tmp_path / "full", num_train_epochs=4, save_strategy="epoch")
-    full.train()
-    full_weights = {k: v.clone() for k, v in full.model.state_dict().items()}
-    # the checkpoint after epoch 2 (6 steps per epoch), continued in a fresh process-like trainer
-    resumed_dir = tmp_path / "resumed" / "out"
-    resumed_dir.mkdir(parents=True)
-    shutil.copytree(tmp_path / "full" / "out" / "checkpoint-12", resumed_dir / "checkpoint-12")
-    resumed = make_trainer(tmp_path / "resumed", num_train_epochs=4, save_strategy="epoch")
-    resumed.train(resume_from_checkpoint=True)
-    assert [h["digest"] for h in resumed.sage_engine.history] == [h["digest"] for h in full.sage_engine.history]
-    for key, value in resumed.model.state_dict().items():
-        torch.testing.assert_close(value, full_weights[key], atol=1e-6, rtol=0, msg=key)
-
-
-def test_resume_with_other_reducer_settings_names_both(tmp_path):
-    first = make_trainer(tmp_path, num_train_epochs=1, save_strategy="epoch")
-    first.train()
-    other = make_trainer(tmp_path, num_train_epochs=2, save_strategy="epoch", n_components=3)
-    with pytest.raises(ValueError, match=r"reducer settings \{.*'n_components': 2.*\}, but this run asks for \{.*'n_components': 3"):
-        other.train(resume_from_checkpoint=True)
-
-
 def test_warm_up_on_generic_text_runs_before_round_one(tmp_path):
     text = tmp_path / "wiki.raw"
     lines = [" = Title = ", " "] + [" ".join(f"w{5 + (i * 7 + j) % 90}" for j in range(12)) for i in range(40)]
@@ -178,27 +126,10 @@ def test_warm_up_on_generic_text_runs_before_round_one(tmp_path):
     assert trainer.sage_engine.round == 1
 
 
-def test_decoding_an_unshifted_sequence_gives_back_its_tokens():
-    teacher = TeacherInterface(tiny_teacher("bert", num_layers=2))
-    ids = torch.tensor([2, 17, 42, 88, 3])
-    with torch.no_grad():
-        vectors = teacher.layer1(ids[None], torch.ones(1, 5, dtype=torch.long))[0]
-    assert nearest_tokens(teacher, vectors) == ids.tolist()
-
-
-def test_decoded_examples_in_the_round_log(tmp_path):
-    tokenizer = tiny_tokenizer(tmp_path)
-    teacher = TeacherInterface(tiny_teacher("bert", num_layers=2, sharpen=20.0))
-    trainer = SageTrainer(args=sage_args(tmp_path, num_train_epochs=1, decode_examples=2), teacher_model=teacher,
-                          train_dataset=tiny_dataset(96), processing_class=tokenizer)
-    trainer.train()
-    decoded = trainer.sage_engine.history[0]["decoded"]
-    assert len(decoded) == 2 and all("=>" in d for d in decoded)
-
-
 # ---- bad input ---------------------------------------------------------------------------------------
 def test_n_neighbors_larger_than_the_data_says_how_many(tmp_path):
-    with pytest.raises(ValueError, match=r"n_neighbors=100 must be smaller than the number of training examples \(96\)"):
+    message = r"n_neighbors=100 must be smaller than the number of training examples \(96\)"
+    with pytest.raises(ValueError, match=message):
         make_trainer(tmp_path, reducer="umap", n_neighbors=100)
 
 
@@ -260,54 +191,38 @@ def test_length_grouping_follows_the_current_entries(tmp_path):
         assert current[order[0]] == current.max()  # the longest current entry leads, as in LengthGroupedSampler
 
 
-# ---- synthesis="interpolate": the sampler's anchor -> neighbour position applied to whole sequences ----------
-def _padded_layer1(teacher, ids: list[int], length: int):
-    ids_t = torch.tensor([ids + [0] * (length - len(ids))])
-    mask = torch.tensor([[1] * len(ids) + [0] * (length - len(ids))])
-    return teacher.layer1(ids_t, mask, None), mask
 
 
-def test_interpolated_examples_mix_anchor_and_neighbour_token_by_token(tmp_path):
-    trainer = make_trainer(tmp_path, n=64, synthesis="interpolate", synthetic_count=24)
-    engine, teacher = trainer.sage_engine, trainer.teacher
-    losses = np.linspace(0.0, 1.0, 64, dtype=np.float32)
-    engine.run_round(trainer.model, losses, np.zeros(64, bool), epoch=0.0)
-    entries = engine.buffer.contents()
-    assert bool(entries.synthetic.all()) and len(entries) == 24
-    assert (entries.partner != entries.source).all() and (entries.shift == 0).all()
-    assert ((entries.mix > 0) & (entries.mix < 1)).all()
-    neighbours = engine.reducer.neighbors(engine.coords[entries.source.numpy()], 6)
-    assert all(int(p) in row for p, row in zip(entries.partner, neighbours)), "partners are the anchors' map neighbours"
-    ids = engine.features["input_ids"]
+# ---- one step: score -> stop rule -> round --------------------------------------------------------------------
+def test_difficulty_is_the_soft_target_loss_whatever_the_training_weights(tmp_path):
+    from sage_hf.losses import kd_loss_per_example
+    from sage_hf.rounds.config import RoundConfig
+
+    trainer = make_trainer(tmp_path, alpha_kd=0.5, alpha_hard=2.0, temperature=3.0, kd_loss="kl")
+    config = trainer.sage_engine.config
+    assert config == RoundConfig.from_args(trainer.args)
+    assert (config.difficulty_kd_loss, config.difficulty_temperature) == ("kl", 3.0)
+    losses, _ = trainer.sage_engine.score(trainer.model)
+    batch = trainer.data_collator([{k: v[i] for k, v in trainer.sage_engine.features.items()} for i in range(96)])
     with torch.no_grad():
-        for slot in range(24):
-            a, b, t = int(entries.source[slot]), int(entries.partner[slot]), float(entries.mix[slot])
-            length = max(len(ids[a]), len(ids[b]))
-            va, ma = _padded_layer1(teacher, ids[a], length)
-            vb, mb = _padded_layer1(teacher, ids[b], length)
-            expected = teacher.logits_from_layer1((1 - t) * va + t * vb, torch.maximum(ma, mb))[0]
-            assert torch.allclose(entries.teacher_logits[slot], expected, atol=1e-5)
+        vectors = trainer.teacher.layer1(batch["input_ids"], batch["attention_mask"])
+        logits = trainer.model(inputs_embeds=vectors, attention_mask=batch["attention_mask"]).logits
+    expected = kd_loss_per_example(logits, trainer.sage_engine.teacher_logits, temperature=3.0, kind="kl")
+    np.testing.assert_allclose(losses, expected.numpy(), atol=1e-5)
 
 
-def test_the_trainer_builds_the_interpolated_example_the_teacher_labelled(tmp_path):
-    trainer = make_trainer(tmp_path, n=64, synthesis="interpolate", synthesis_mode="augment", synthetic_count=16)
+def test_step_reports_what_the_callback_logs_and_plots(tmp_path):
+    trainer = make_trainer(tmp_path, regenerate="once")
     engine = trainer.sage_engine
-    engine.run_round(trainer.model, np.linspace(0.0, 1.0, 64, dtype=np.float32), np.zeros(64, bool), epoch=0.0)
-    slots = list(range(60, 80))  # real entries, then synthetic ones
-    batch = trainer.data_collator([engine.buffer[i] for i in slots])
-    assert batch["partner_input_ids"].shape == batch["input_ids"].shape
-    batch.pop("teacher_logits")  # make the trainer run the teacher on what it built
-    vectors, mask, logits = trainer._layer1_and_teacher_logits(batch)
-    assert torch.allclose(logits, engine.buffer.teacher_logits[slots], atol=1e-5)
-    real = batch["example_id"] >= 0
-    assert int(real.sum()) == 4
-    lengths = torch.tensor([len(engine.features["input_ids"][int(s)]) for s in engine.buffer.source[slots][real]])
-    assert mask[real].sum(-1).tolist() == lengths.tolist(), "a real entry keeps its own tokens only"
-
-
-def test_interpolate_trains_and_lowers_the_loss(tmp_path):
-    trainer = make_trainer(tmp_path, n=96, synthesis="interpolate", synthesis_mode="augment", num_train_epochs=3,
-                           logging_strategy="epoch")
-    trainer.train()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    assert len(trainer.sage_engine.history) == 3 and losses[-1] < losses[0]
+    first = engine.step(trainer.model, 0.0)
+    assert first.generated and not first.stopped and first.round == 1
+    assert first.logs()["sage/round"] == 1 and first.coords is engine.map.embedding_
+    assert len(first.points) == len(first.anchors) == 96 and first.losses.shape == (96,)
+    assert engine.history == [first.record()]
+    later = engine.step(trainer.model, 1.0)  # regenerate='once': scored only
+    assert not later.generated and set(later.logs()) == {"sage/agreement", "sage/mean_loss"}
+    last = engine.step(trainer.model, 3.0, last_epoch=True)
+    assert not last.generated and last.stop_reason.startswith("epoch limit reached") and len(engine.history) == 1
+    engine.config = dataclasses.replace(engine.config, agreement_threshold=1e-9)
+    stopped = engine.step(trainer.model, 3.0)
+    assert stopped.stopped and stopped.logs()["sage/stopped"] == 1.0 and stopped.stop_reason.startswith("agreement")
