@@ -22,7 +22,7 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from conftest import tiny_teacher, tiny_tokenizer
-from hub_server import HubServer, local_hub  # noqa: F401  (fixture)
+from fixtures.hub_server import HubServer, local_hub  # noqa: F401  (fixture)
 from sage_hf import SageStudentForSequenceClassification, TeacherInterface, export_student
 from sage_hf.publishing.hub import REDACTED, RedactingFilter, push_folder_to_hub, redact, redact_mapping, strip_tokens
 

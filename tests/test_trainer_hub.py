@@ -4,7 +4,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, pipeline
 
 from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
-from hub_server import local_hub  # noqa: F401  (fixture)
+from fixtures.hub_server import local_hub  # noqa: F401  (fixture)
 from sage_hf import SageTrainer, SageTrainingArguments, TeacherInterface
 
 
