@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures.hub_server import local_hub  # noqa: F401  (the local Hub double, a fixture for every test file)
 from transformers import (
     AutoModelForSequenceClassification,
     BertConfig,
