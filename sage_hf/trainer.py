@@ -20,6 +20,7 @@ from .rounds.engine import SageEngine
 from .rounds.buffer import materialise
 from .models.student import SageStudentForSequenceClassification
 from .models.teacher import TeacherInterface, as_teacher
+from .publishing.card_data import ModelCardCallback
 from .teacher_cache import compute_teacher_logits
 from .training_args import SageTrainingArguments
 
@@ -100,6 +101,7 @@ class SageTrainer(Trainer):
             compute_metrics=self._compute_metrics,
             **kwargs,
         )
+        self.add_callback(ModelCardCallback(self))
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
         self.teacher = self._prepare_teacher(teacher)
@@ -180,10 +182,13 @@ class SageTrainer(Trainer):
         torch.save(strip_tokens(self.args), os.path.join(output_dir or self.args.output_dir, TRAINING_ARGS_NAME))
 
     def export_student(self, folder: str | os.PathLike | None = None, **card_kwargs) -> Path:
-        """The standard student (teacher input layer + student layers), tokenizer and model card in `folder`."""
-        from .models.export import export_student
+        """The standard student (teacher input layer + student layers), tokenizer and model card in `folder`.
 
-        from .publishing.model_card import write_student_card
+        `card_kwargs` go to `sage_hf.publishing.card.write_student_card` (task and dataset names, teacher metrics,
+        `teacher_name` / `base_model`, `speed_texts`, `template_path`...).
+        """
+        from .models.export import export_student
+        from .publishing.card import write_student_card
 
         folder = Path(folder or os.path.join(self.args.output_dir, "student"))
         student = self.accelerator.unwrap_model(self.model)
