@@ -293,3 +293,14 @@ def test_card_callback_keeps_the_rounds_from_before_a_resume(tmp_path):
     rows = ModelCardCallback.of(resumed).card_data.rounds
     assert [r["round"] for r in rows] == [h["round"] for h in resumed.sage_engine.history] == [1, 2]
     assert [r["agreement"] for r in rows] == [h["agreement"] for h in full.sage_engine.history]
+
+
+def test_map_name_reads_the_engines_map_or_its_older_reducer_attribute():
+    from types import SimpleNamespace
+
+    from sage_hf.publishing.card_data import map_name
+
+    settings = SimpleNamespace(name="pca")
+    assert map_name(SimpleNamespace(map=SimpleNamespace(settings=settings))) == "pca"
+    assert map_name(SimpleNamespace(reducer=SimpleNamespace(settings=settings))) == "pca"
+    assert map_name(SimpleNamespace(reducer=None)) is None  # not fitted yet: the configured name is shown

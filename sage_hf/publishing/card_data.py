@@ -146,10 +146,10 @@ class ModelCardCallback(TrainerCallback):
             row["anchor_fallback"] = bool(history.get(row["round"], {}).get("anchor_fallback"))
         data.decoded_examples = next((list(h["decoded"]) for h in reversed(engine.history) if h.get("decoded")), [])
         data.loss_map_source = _last_round_plot(args.output_dir, engine.round)
-        if data.rounds:  # the resolved count, not the "None = as many as real examples" default
-            count = data.rounds[0]["synthetic_count"]
-            data.sage_settings = [(n, count if n == "synthetic_count" and v is None else v, h)
-                                  for n, v, h in data.sage_settings]
+        # What the run used: the map it fitted, the count it made (not the "None = as many as real examples").
+        used = {"reducer": map_name(engine),
+                "synthetic_count": data.rounds[0]["synthetic_count"] if data.rounds else None}
+        data.sage_settings = [(n, v if used.get(n) is None else used[n], h) for n, v, h in data.sage_settings]
 
     def _record(self, logs: dict[str, Any]) -> None:
         data = self.card_data
@@ -184,6 +184,12 @@ def settings_rows(args, names: Sequence[str], config=None) -> list[tuple[str, An
     config = config if config is not None else args
     return [(name, getattr(config, name, getattr(args, name)), fields[name].metadata.get("help", ""))
             for name in names if name in fields]
+
+
+def map_name(engine) -> str | None:
+    """The fitted map's reducer name (`engine.map.settings.name`; `engine.reducer` before the map owned it)."""
+    fitted = getattr(engine, "map", None) or getattr(engine, "reducer", None)
+    return getattr(getattr(fitted, "settings", None), "name", None)
 
 
 def _is_default_off(name: str, value) -> bool:
