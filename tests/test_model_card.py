@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from sage_hf import (
     export_student,
 )
 from sage_hf.publishing.card import build_card_data, citation, render_model_card
-from sage_hf.publishing.card_data import ModelCardCallback, SageModelCardData
+from sage_hf.publishing.card_data import ModelCardCallback, SageModelCardData, map_name
 from sage_hf.publishing.speed import measure_cpu_speed
 from sage_hf.publishing.training_curve import plot_training_curve
 
@@ -296,10 +297,6 @@ def test_card_callback_keeps_the_rounds_from_before_a_resume(tmp_path):
 
 
 def test_map_name_reads_the_engines_map_or_its_older_reducer_attribute():
-    from types import SimpleNamespace
-
-    from sage_hf.publishing.card_data import map_name
-
     settings = SimpleNamespace(name="pca")
     assert map_name(SimpleNamespace(map=SimpleNamespace(settings=settings))) == "pca"
     assert map_name(SimpleNamespace(reducer=SimpleNamespace(settings=settings))) == "pca"
