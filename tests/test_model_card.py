@@ -301,3 +301,13 @@ def test_map_name_reads_the_engines_map_or_its_older_reducer_attribute():
     assert map_name(SimpleNamespace(map=SimpleNamespace(settings=settings))) == "pca"
     assert map_name(SimpleNamespace(reducer=SimpleNamespace(settings=settings))) == "pca"
     assert map_name(SimpleNamespace(reducer=None)) is None  # not fitted yet: the configured name is shown
+
+
+def test_export_student_renders_a_custom_template(run, tmp_path):
+    template = tmp_path / "my_card.md"
+    template.write_text("---\n{{ card_data }}\n---\n# {{ model_name }}\n\nDistilled from {{ teacher_name }}.\n")
+    folder = run["trainer"].export_student(tmp_path / "student", task_name="topics", dataset_id=DATASET_ID,
+                                           dataset_name="Tiny Topics", template_path=template)
+    text = (folder / "README.md").read_text()
+    assert f"Distilled from {TEACHER_ID}." in text and "## Model Details" not in text
+    assert ModelCard.load(folder / "README.md").data.base_model == TEACHER_ID
