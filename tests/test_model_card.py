@@ -311,3 +311,16 @@ def test_export_student_renders_a_custom_template(run, tmp_path):
     text = (folder / "README.md").read_text()
     assert f"Distilled from {TEACHER_ID}." in text and "## Model Details" not in text
     assert ModelCard.load(folder / "README.md").data.base_model == TEACHER_ID
+
+
+def test_card_data_is_replayed_for_a_trainer_without_the_callback(run):
+    trainer = run["trainer"]
+    callback = trainer.pop_callback(ModelCardCallback)
+    try:
+        replayed = ModelCardCallback.of(trainer).card_data
+    finally:
+        trainer.add_callback(callback)
+    recorded = callback.card_data
+    assert replayed is not recorded and replayed.rounds == recorded.rounds
+    assert (replayed.metrics, replayed.stop_reason, replayed.sage_settings) == \
+        (recorded.metrics, recorded.stop_reason, recorded.sage_settings)

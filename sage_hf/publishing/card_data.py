@@ -26,7 +26,7 @@ except ImportError:  # plots.round_plot_path is being added alongside; same path
 
 
 # Keys of a `trainer.evaluate()` dict that describe the run, not the model.
-HOUSEKEEPING = {"loss", "runtime", "samples_per_second", "steps_per_second", "epoch", "model_preparation_time"}
+HOUSEKEEPING = {"loss", "runtime", "samples_per_second", "steps_per_second", "epoch", "step", "model_preparation_time"}
 # Teacher-agreement numbers are shown in the card but kept out of model-index: they compare the student with its
 # own teacher, not with other models on the task.
 NOT_TASK_METRICS = {"agreement", "teacher_mse"}
@@ -106,12 +106,14 @@ class ModelCardCallback(TrainerCallback):
     def __init__(self, trainer):
         self.trainer = trainer
         self.card_data = SageModelCardData(paper=dict(getattr(trainer, "_paper", None) or {}) or None)
+        self.began = False
 
     @classmethod
     def of(cls, trainer) -> ModelCardCallback:
-        """The callback registered on `trainer`, or one replayed from its state (a trainer built without it)."""
+        """The callback that followed `trainer`'s training, or one replayed from its state (untrained, or built
+        without one)."""
         for callback in trainer.callback_handler.callbacks:
-            if isinstance(callback, cls):
+            if isinstance(callback, cls) and callback.began:
                 return callback
         callback = cls(trainer)
         callback.on_train_begin(trainer.args, trainer.state, trainer.control)
@@ -119,6 +121,7 @@ class ModelCardCallback(TrainerCallback):
         return callback
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.began = True
         data, engine = self.card_data, self.trainer.sage_engine
         config = getattr(engine, "config", None) or args  # the engine's frozen RoundConfig, where it has one
         data.sage = engine is not None
