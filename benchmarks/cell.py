@@ -231,7 +231,7 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
         train_examples_per_s=round(trainer.state.global_step * training_args.train_batch_size / max(train_s, 1e-9), 1),
     )
     if system == "sage":  # every system exports the same architecture: measure it once per task
-        from sage_hf.publishing.model_card import measure_cpu_speed
+        from sage_hf.publishing.speed import measure_cpu_speed
 
         exported = export_student(trainer.model, teacher)
         texts = list(data.raw[data.eval_splits[0]][data.text_columns[0]][:64])

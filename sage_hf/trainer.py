@@ -17,6 +17,7 @@ from .collator import SageDataCollator
 from .losses import distillation_loss_per_example
 from .models.student import SageStudentForSequenceClassification
 from .models.teacher import TeacherInterface, as_teacher
+from .publishing.card_data import ModelCardCallback
 from .rounds.callback import SageCallback
 from .rounds.config import RoundConfig
 from .rounds.engine import SageEngine
@@ -92,6 +93,7 @@ class SageTrainer(Trainer):
             compute_metrics=self._compute_metrics,
             **kwargs,
         )
+        self.add_callback(ModelCardCallback(self))
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
         self.teacher = self._prepare_teacher(teacher)
@@ -187,9 +189,13 @@ class SageTrainer(Trainer):
             torch.save(strip_tokens(self.args), os.path.join(output_dir or self.args.output_dir, TRAINING_ARGS_NAME))
 
     def export_student(self, folder: str | os.PathLike | None = None, **card_kwargs) -> Path:
-        """The standard student (teacher input layer + student layers), tokenizer and model card in `folder`."""
+        """The standard student (teacher input layer + student layers), tokenizer and model card in `folder`.
+
+        `card_kwargs` go to `sage_hf.publishing.card.write_student_card` (task and dataset names, teacher metrics,
+        `teacher_name` / `base_model`, `speed_texts`, `template_path`...).
+        """
         from .models.export import export_student
-        from .publishing.model_card import write_student_card
+        from .publishing.card import write_student_card
 
         folder = Path(folder or os.path.join(self.args.output_dir, "student"))
         student = self.accelerator.unwrap_model(self.model)

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
 from huggingface_hub import ModelCard
 from transformers import BertTokenizer
 
-from sage_hf import SageStudentForSequenceClassification, SageTrainer, SageTrainingArguments, TeacherInterface
-from sage_hf import export_student
-from sage_hf.publishing.model_card import (
-    CITATION,
-    SageModelCardData,
-    build_card_data,
-    measure_cpu_speed,
-    plot_training_curve,
-    render_model_card,
+from sage_hf import (
+    SageStudentForSequenceClassification,
+    SageTrainer,
+    SageTrainingArguments,
+    TeacherInterface,
+    export_student,
 )
-from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
+from sage_hf.publishing.card import build_card_data, citation, render_model_card
+from sage_hf.publishing.card_data import ModelCardCallback, SageModelCardData, map_name
+from sage_hf.publishing.speed import measure_cpu_speed
+from sage_hf.publishing.training_curve import plot_training_curve
 
 TOKEN = "hf_secretAbCdEfGhIjKlMnOpQrStUvWxYz0123"
 TEACHER_ID = "sage-tests/tiny-bert-teacher"
@@ -138,7 +140,7 @@ def test_body_reports_rounds_settings_and_citation(run):
     assert decoded and re.match(r"'w\d+.*' => '.*w\d+", decoded[0]) and decoded[0] in text
     assert "> **Subsampled:** 96 training examples reused as validation" in text
     assert "| Accuracy |" in text and "| Agreement with teacher |" in text
-    assert CITATION in text and "2508.14783" in text
+    assert citation(SageTrainer._paper) in text and "2508.14783" in text
     assert "Synthetic Adaptive Guided Embeddings ({SAGE}): A Novel Knowledge Distillation Method" in text
     assert "## Intended uses & limitations" in text and "inherits the teacher's errors" in text
 
@@ -200,3 +202,125 @@ def test_plain_distillation_run_gets_a_card_without_rounds(tmp_path):
     assert loaded.base_model == "owner/teacher" and [r.metric_type for r in loaded.eval_results] == ["accuracy"]
     assert data.rounds_run == 0 and "Plain logit distillation" in text and "### Rounds" not in text
     assert not (tmp_path / "card" / "loss_map.png").exists() and "loss_map.png" not in text
+    assert "sage" not in loaded.tags and "knowledge-distillation" in loaded.tags
+    assert "sage" not in data.model_name.lower() and "SAGE" not in text and "## Citation" not in text
+
+
+def test_card_data_is_recorded_during_training(run):
+    trainer = run["trainer"]
+    recorded = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, ModelCardCallback)).card_data
+    engine = trainer.sage_engine
+    assert [(r["round"], r["epoch"], r["agreement"], r["mean_loss"], r["synthetic_count"]) for r in recorded.rounds] \
+        == [(h["round"], h["epoch"], h["agreement"], h["mean_loss"], h["synthetic_count"]) for h in engine.history]
+    seconds = [sum(h["seconds"].values()) for h in engine.history]
+    assert [r["seconds"] for r in recorded.rounds] == pytest.approx(seconds)
+    assert (recorded.rounds_run, recorded.stop_reason) == (engine.round, engine.stop_reason)
+    assert recorded.metrics["accuracy"] == pytest.approx(run["metrics"]["eval_accuracy"])  # the last evaluation
+    assert recorded.paper == SageTrainer._paper and recorded.synthesis_mode == "augment"
+
+
+def test_augment_mode_says_real_plus_synthetic_and_replace_mode_synthetic_only(run, tmp_path):
+    text = run["text"]
+    assert "each epoch the student trains on synthetic examples" not in text
+    assert "each epoch the student trains on the real examples plus synthetic examples" in text
+    assert "The next epoch trains on the real examples together with that synthetic set." in text
+    render_model_card(dataclasses.replace(run["card_data"], synthesis_mode="replace"), tmp_path)
+    replaced = (tmp_path / "README.md").read_text()
+    assert "each epoch the student trains on synthetic examples" in replaced
+    assert "The next epoch trains on that synthetic set alone" in replaced
+
+
+def test_teacher_is_the_fine_tuned_model_and_its_base_is_named_apart(run, tmp_path):
+    """A teacher fine-tuned from a base model: the card names the teacher (a local folder here), never the base."""
+    base = "sentence-transformers/all-MiniLM-L6-v2"
+    folder = tmp_path / "teacher-3f2a"
+    folder.mkdir()
+    data = build_card_data(run["trainer"], task_name="topics", dataset_id=None, dataset_name=None, metrics={},
+                           student_model=run["exported"], teacher_name=str(folder), base_model=base)
+    card = render_model_card(data, tmp_path / "card")
+    text = (tmp_path / "card" / "README.md").read_text()
+    assert (data.teacher_name, data.teacher_id, data.teacher_base_model) == ("teacher-3f2a", None, base)
+    assert f"- **Teacher:** `teacher-3f2a` (fine-tuned from [{base}](https://huggingface.co/{base}))" in text
+    assert f"**Teacher:** [{base}]" not in text and str(tmp_path) not in str(card)
+    assert ModelCard.load(tmp_path / "card" / "README.md").data.base_model == base  # lineage for the Hub
+
+
+def test_packaged_offline_base_is_not_called_the_teacher(run):
+    offline = pytest.importorskip("sage_hf.models.offline")
+    try:
+        path = offline.default_teacher_path()
+    except (ModuleNotFoundError, FileNotFoundError):
+        pytest.skip("the offline default teacher package is not installed")
+    config = run["trainer"].teacher.config
+    saved, config._name_or_path = config._name_or_path, str(path)
+    try:
+        data = build_card_data(run["trainer"], task_name="topics", dataset_id=None, dataset_name=None, metrics={},
+                               student_model=run["exported"])
+    finally:
+        config._name_or_path = saved
+    assert data.teacher_name == "all-MiniLM-L6-v2 fine-tuned on topics" and data.teacher_id is None
+    assert data.base_model == data.teacher_base_model == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_teacher_figures_share_the_students_metric_rows(run, tmp_path):
+    teacher_results = {"teacher_validation_accuracy": 0.875, "teacher_validation_loss": 0.31,
+                       "teacher_validation_runtime": 1.2, "teacher_validation_samples_per_second": 80.0}
+    data = build_card_data(run["trainer"], task_name="topics", dataset_id=DATASET_ID, dataset_name="Tiny Topics",
+                           metrics={"eval_accuracy": 0.75, "eval_agreement": 0.9, "eval_loss": 0.2},
+                           teacher_metrics=teacher_results, student_model=run["exported"])
+    render_model_card(data, tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert data.teacher_metrics == {"accuracy": 0.875}
+    assert "| Accuracy | 0.7500 | 0.8750 |" in text and "| Agreement with teacher | 0.9000 | – |" in text
+    assert "teacher_validation" not in text and "| loss |" not in text.lower()
+
+
+def test_card_callback_keeps_the_rounds_from_before_a_resume(tmp_path):
+    def trainer_for(out, **overrides):
+        teacher = TeacherInterface(tiny_teacher("bert", num_layers=2, sharpen=20.0, dropout=0.0))
+        student = SageStudentForSequenceClassification.from_teacher(teacher, num_layers=1, init="random")
+        args = SageTrainingArguments(
+            output_dir=str(out), per_device_train_batch_size=16, num_train_epochs=2, learning_rate=2e-3,
+            report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="epoch", logging_strategy="epoch", seed=0,
+            data_seed=0, reducer="pca", n_neighbors=10, sample_neighbors=5, map_cache_dir=str(tmp_path / "maps"),
+            save_round_plots=False, decode_examples=0, agreement_threshold=1.0, **overrides)
+        return SageTrainer(model=student, args=args, teacher_model=teacher, train_dataset=tiny_dataset(64))
+
+    full = trainer_for(tmp_path / "full")
+    full.train()
+    resumed = trainer_for(tmp_path / "resumed")
+    first_epoch = min((tmp_path / "full").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    resumed.train(resume_from_checkpoint=str(first_epoch))
+    rows = ModelCardCallback.of(resumed).card_data.rounds
+    assert [r["round"] for r in rows] == [h["round"] for h in resumed.sage_engine.history] == [1, 2]
+    assert [r["agreement"] for r in rows] == [h["agreement"] for h in full.sage_engine.history]
+
+
+def test_map_name_reads_the_engines_map_or_its_older_reducer_attribute():
+    settings = SimpleNamespace(name="pca")
+    assert map_name(SimpleNamespace(map=SimpleNamespace(settings=settings))) == "pca"
+    assert map_name(SimpleNamespace(reducer=SimpleNamespace(settings=settings))) == "pca"
+    assert map_name(SimpleNamespace(reducer=None)) is None  # not fitted yet: the configured name is shown
+
+
+def test_export_student_renders_a_custom_template(run, tmp_path):
+    template = tmp_path / "my_card.md"
+    template.write_text("---\n{{ card_data }}\n---\n# {{ model_name }}\n\nDistilled from {{ teacher_name }}.\n")
+    folder = run["trainer"].export_student(tmp_path / "student", task_name="topics", dataset_id=DATASET_ID,
+                                           dataset_name="Tiny Topics", template_path=template)
+    text = (folder / "README.md").read_text()
+    assert f"Distilled from {TEACHER_ID}." in text and "## Model Details" not in text
+    assert ModelCard.load(folder / "README.md").data.base_model == TEACHER_ID
+
+
+def test_card_data_is_replayed_for_a_trainer_without_the_callback(run):
+    trainer = run["trainer"]
+    callback = trainer.pop_callback(ModelCardCallback)
+    try:
+        replayed = ModelCardCallback.of(trainer).card_data
+    finally:
+        trainer.add_callback(callback)
+    recorded = callback.card_data
+    assert replayed is not recorded and replayed.rounds == recorded.rounds
+    assert (replayed.metrics, replayed.stop_reason, replayed.sage_settings) == \
+        (recorded.metrics, recorded.stop_reason, recorded.sage_settings)

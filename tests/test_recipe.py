@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from conftest import REPO, tiny_teacher, tiny_tokenizer
-from hub_server import local_hub  # noqa: F401  (fixture)
 
 RECIPE = REPO / "recipes" / "run_glue_sage.py"
 

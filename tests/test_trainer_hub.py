@@ -1,10 +1,9 @@
 """SageTrainer.push_to_hub and hub_strategy pushes publish the standard student, never the token."""
 
 import torch
+from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
 from transformers import AutoModelForSequenceClassification, pipeline
 
-from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
-from hub_server import local_hub  # noqa: F401  (fixture)
 from sage_hf import SageTrainer, SageTrainingArguments, TeacherInterface
 
 
@@ -16,8 +15,8 @@ def make_trainer(tmp_path, hub, **overrides):
                 hub_token=hub.token, save_strategy="no")
     args.update(overrides)
     teacher = TeacherInterface(tiny_teacher("bert", num_layers=2, num_labels=2, sharpen=20.0, dropout=0.0))
-    return SageTrainer(args=SageTrainingArguments(**args), teacher_model=teacher, train_dataset=tiny_dataset(64, num_labels=2),
-                       processing_class=tiny_tokenizer(tmp_path))
+    return SageTrainer(args=SageTrainingArguments(**args), teacher_model=teacher,
+                       train_dataset=tiny_dataset(64, num_labels=2), processing_class=tiny_tokenizer(tmp_path))
 
 
 def test_push_to_hub_publishes_the_standard_student(tmp_path, local_hub):

@@ -12,7 +12,6 @@ import copy
 import logging
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,27 +36,6 @@ def redact(text: str, token: str | None = None) -> str:
     return _BEARER_PATTERN.sub(lambda m: m.group(1) + REDACTED, text)
 
 
-def redact_mapping(args: Mapping[str, Any], token: str | None = None) -> dict[str, Any]:
-    """A copy of `args` safe to save or log: token-like keys blanked, strings redacted, nested containers walked.
-
-    Meant for arguments written next to a model (e.g. the recipe's run arguments), where `hub_token` must not land.
-    """
-
-    def clean(key: str | None, value: Any) -> Any:
-        if key is not None and _is_secret(key, value):
-            return REDACTED
-        if isinstance(value, str):
-            return redact(value, token)
-        if isinstance(value, Mapping):
-            return {k: clean(str(k), v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            cleaned = [clean(None, v) for v in value]
-            return cleaned if isinstance(value, list) else tuple(cleaned)
-        return value
-
-    return {k: clean(str(k), v) for k, v in args.items()}
-
-
 def strip_tokens(args: T) -> T:
     """A shallow copy of an arguments object (e.g. `TrainingArguments`) with its token attributes set to None.
 
@@ -73,21 +51,6 @@ def strip_tokens(args: T) -> T:
 
 def _is_secret(key: str, value: Any) -> bool:
     return isinstance(value, str) and bool(value) and _TOKEN_KEY_PATTERN.search(key) is not None
-
-
-class RedactingFilter(logging.Filter):
-    """Logging filter that rewrites each record's final message with `redact`, for handlers that may see a token."""
-
-    def __init__(self, token: str | None = None):
-        super().__init__()
-        self.token = token
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message, self.token)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
 
 
 def hub_endpoint() -> str:
@@ -151,6 +114,4 @@ def push_folder_to_hub(
     return url
 
 
-__all__ = [
-    "REDACTED", "RedactingFilter", "hub_endpoint", "push_folder_to_hub", "redact", "redact_mapping", "strip_tokens",
-]
+__all__ = ["REDACTED", "hub_endpoint", "push_folder_to_hub", "redact", "strip_tokens"]
