@@ -31,7 +31,7 @@ import importlib.metadata as md
 import math
 import tempfile
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from fixtures.hub_server import local_hub  # noqa: F401  (the local Hub double, a fixture for every test file)
 
 # REPO and the tiny_* helpers are re-exported for test files that still import them from here (use testing_utils).

@@ -5,9 +5,10 @@ from __future__ import annotations
 import shutil
 
 import torch
-from conftest import tiny_dataset, tiny_teacher
 
 from sage_hf import SageStudentForSequenceClassification, SageTrainer, SageTrainingArguments, TeacherInterface
+
+from conftest import tiny_dataset, tiny_teacher
 
 
 def sage_args(tmp_path, **overrides):

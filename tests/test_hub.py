@@ -17,14 +17,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_teacher, tiny_tokenizer
-from fixtures.hub_server import HubServer
 from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from sage_hf import SageStudentForSequenceClassification, TeacherInterface, export_student
 from sage_hf.publishing.hub import REDACTED, push_folder_to_hub, redact, strip_tokens
+
+from conftest import tiny_teacher, tiny_tokenizer
+from fixtures.hub_server import HubServer
 
 TEXTS = ["w5 w6 w7 w8 w9", "w10 w11"]
 MODEL_CARD = """---

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
 from huggingface_hub import ModelCard
 from transformers import BertTokenizer
 
@@ -24,6 +23,8 @@ from sage_hf.publishing.card import build_card_data, citation, render_model_card
 from sage_hf.publishing.card_data import ModelCardCallback, SageModelCardData, map_name
 from sage_hf.publishing.speed import measure_cpu_speed
 from sage_hf.publishing.training_curve import plot_training_curve
+
+from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
 
 TOKEN = "hf_secretAbCdEfGhIjKlMnOpQrStUvWxYz0123"
 TEACHER_ID = "sage-tests/tiny-bert-teacher"
@@ -296,11 +297,10 @@ def test_card_callback_keeps_the_rounds_from_before_a_resume(tmp_path):
     assert [r["agreement"] for r in rows] == [h["agreement"] for h in full.sage_engine.history]
 
 
-def test_map_name_reads_the_engines_map_or_its_older_reducer_attribute():
+def test_map_name_reads_the_engines_fitted_map():
     settings = SimpleNamespace(name="pca")
     assert map_name(SimpleNamespace(map=SimpleNamespace(settings=settings))) == "pca"
-    assert map_name(SimpleNamespace(reducer=SimpleNamespace(settings=settings))) == "pca"
-    assert map_name(SimpleNamespace(reducer=None)) is None  # not fitted yet: the configured name is shown
+    assert map_name(SimpleNamespace(map=None)) is None  # not fitted yet: the configured name is shown
 
 
 def test_export_student_renders_a_custom_template(run, tmp_path):

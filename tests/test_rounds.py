@@ -7,10 +7,11 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
 from sage_testing import RecordingTrainer, digests, make_trainer, sage_args
 
 from sage_hf import SageStudentForSequenceClassification, SageTrainer, SageTrainingArguments, TeacherInterface
+
+from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
 
 
 def test_each_epoch_trains_on_the_new_synthetic_set(tmp_path):

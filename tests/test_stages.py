@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from test_recipe import write_sst2
 from transformers import TrainingArguments
 
-from conftest import tiny_teacher, tiny_tokenizer
 from sage_hf.data.stages import (
     load_task_data,
     prepare_output_dir,
@@ -14,7 +14,8 @@ from sage_hf.data.stages import (
     teacher_stage,
     tokenize_task,
 )
-from test_recipe import write_sst2
+
+from conftest import tiny_teacher, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

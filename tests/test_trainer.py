@@ -5,7 +5,6 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_dataset, tiny_teacher
 
 from sage_hf import (
     SageDataCollator,
@@ -17,6 +16,8 @@ from sage_hf import (
     compute_teacher_logits,
 )
 from sage_hf.losses import kd_loss_per_example
+
+from conftest import tiny_dataset, tiny_teacher
 
 
 def make_args(tmp_path, **overrides):
@@ -170,8 +171,9 @@ def test_bad_arguments(tmp_path, kwargs, message):
 
 
 def test_teacher_without_head_is_refused(tmp_path):
-    from conftest import tiny_config
     from transformers import AutoModel
+
+    from conftest import tiny_config
 
     with pytest.raises(ValueError, match="has no sequence-classification head"):
         SageTrainer(args=make_args(tmp_path), teacher_model=AutoModel.from_config(tiny_config("bert")))

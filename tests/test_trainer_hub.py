@@ -1,10 +1,11 @@
 """SageTrainer.push_to_hub and hub_strategy pushes publish the standard student, never the token."""
 
 import torch
-from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
 from transformers import AutoModelForSequenceClassification, pipeline
 
 from sage_hf import SageTrainer, SageTrainingArguments, TeacherInterface
+
+from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
 
 
 def make_trainer(tmp_path, hub, **overrides):

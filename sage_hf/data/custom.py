@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Value

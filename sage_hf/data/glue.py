@@ -12,9 +12,10 @@ import csv
 import logging
 import math
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence, Union
+from typing import Any, Union
 
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value

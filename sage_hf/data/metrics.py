@@ -8,7 +8,8 @@ names) with numpy/scipy so evaluation works everywhere and gives the same number
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata

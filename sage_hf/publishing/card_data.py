@@ -19,7 +19,6 @@ from transformers import TrainerCallback
 
 from .plots import round_plot_path
 
-
 # Keys of a `trainer.evaluate()` dict that describe the run, not the model.
 HOUSEKEEPING = {"loss", "runtime", "samples_per_second", "steps_per_second", "epoch", "step", "model_preparation_time"}
 # Teacher-agreement numbers are shown in the card but kept out of model-index: they compare the student with its

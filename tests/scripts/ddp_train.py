@@ -7,9 +7,10 @@ import sys
 sys.path.insert(0, sys.argv[2])  # the tests folder, for conftest's tiny models
 
 import torch.distributed as dist  # noqa: E402
-from conftest import tiny_dataset, tiny_teacher  # noqa: E402
 
 from sage_hf import SageStudentForSequenceClassification, SageTrainer, SageTrainingArguments  # noqa: E402
+
+from conftest import tiny_dataset, tiny_teacher  # noqa: E402
 
 out_dir = sys.argv[1]
 teacher = tiny_teacher("bert", num_layers=2, sharpen=10.0)
