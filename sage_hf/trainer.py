@@ -14,6 +14,7 @@ from transformers import EvalPrediction, Trainer
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .collator import SageDataCollator
+from .hidden_loss import check_layer_map, default_layer_map, hidden_state_loss, parse_layer_map
 from .losses import distillation_loss_per_example
 from .models.student import SageStudentForSequenceClassification
 from .models.teacher import TeacherInterface, as_teacher
@@ -98,6 +99,7 @@ class SageTrainer(Trainer):
             self.model.add_model_tags(self._tag_names)
         self.teacher = self._prepare_teacher(teacher)
         self._synthesis = get_synthesis(self.args.synthesis)
+        self._layer_map = _hidden_layer_map(self.args, model, teacher)
         self.sage_engine: SageEngine | None = None
         self._warmed_up = False
         if self.args.sage and train_dataset is not None:
@@ -244,8 +246,13 @@ class SageTrainer(Trainer):
         return self.accelerator.prepare_model(teacher, evaluation_mode=True)
 
     @torch.no_grad()
-    def _layer1_and_teacher_logits(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _layer1_and_teacher(self, inputs: dict[str, Any], hidden: bool = False):
+        """Layer-1 vectors, mask, teacher logits (cached where given) and, with `hidden`, the teacher's states."""
         vectors, mask = self._synthesis.materialise(self.teacher, inputs)  # real or synthetic examples
+        teacher_hidden = None
+        if hidden:
+            out = self.teacher.from_layer1(vectors, mask, output_hidden_states=True)
+            teacher_hidden = out.hidden_states
         cached = inputs.get("teacher_logits")
         if cached is not None:
             num_labels = self.model.config.num_labels
@@ -254,9 +261,11 @@ class SageTrainer(Trainer):
                     f"teacher_logits have {cached.shape[-1]} classes but the student has num_labels={num_labels}."
                 )
             teacher_logits = cached
+        elif teacher_hidden is not None:
+            teacher_logits = out.logits
         else:
             teacher_logits = self.teacher.logits_from_layer1(vectors, mask)
-        return vectors, mask, teacher_logits
+        return vectors, mask, teacher_logits, teacher_hidden
 
     # ---- loss ----------------------------------------------------------------------------------------
     def _per_example_loss(self, logits, teacher_logits, labels) -> torch.Tensor:
@@ -271,9 +280,12 @@ class SageTrainer(Trainer):
         )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        vectors, mask, teacher_logits = self._layer1_and_teacher_logits(inputs)
-        outputs = model(inputs_embeds=vectors, attention_mask=mask)
+        vectors, mask, teacher_logits, teacher_hidden = self._layer1_and_teacher(inputs, hidden=bool(self._layer_map))
+        outputs = model(inputs_embeds=vectors, attention_mask=mask, output_hidden_states=teacher_hidden is not None)
         per_example = self._per_example_loss(outputs.logits, teacher_logits, inputs.get("labels"))
+        if teacher_hidden is not None:
+            per_example = per_example + self.args.alpha_hidden * hidden_state_loss(
+                outputs.hidden_states, teacher_hidden, mask, self._layer_map, self.args.hidden_loss)
         if num_items_in_batch is not None:
             # Sum over this micro-batch / examples in the whole accumulated (and, if averaged, global) batch:
             # the same gradient as one big batch, whatever the accumulation steps or a short last batch.
@@ -320,7 +332,7 @@ class SageTrainer(Trainer):
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
-            vectors, mask, teacher_logits = self._layer1_and_teacher_logits(inputs)
+            vectors, mask, teacher_logits, _ = self._layer1_and_teacher(inputs)
             logits = model(inputs_embeds=vectors, attention_mask=mask).logits
             labels = inputs.get("labels")
             loss = self._per_example_loss(logits, teacher_logits, labels).mean().detach()
@@ -361,3 +373,16 @@ def _check_compatible(student, teacher: TeacherInterface) -> None:
             f"The student reads teacher layer {interface} but the trainer's interface_layer is "
             f"{teacher.interface_layer}: set SageTrainingArguments(interface_layer={interface})."
         )
+
+
+def _hidden_layer_map(args, student, teacher: TeacherInterface) -> list[tuple[int, int]]:
+    """Student -> teacher layer pairs of the hidden-state loss (empty when it is off)."""
+    if args.hidden_loss == "none" or args.alpha_hidden == 0:
+        return []
+    student_layers = student.config.num_layers
+    teacher_layers = teacher.num_layers - teacher.interface_layer
+    if args.hidden_layer_map:
+        pairs = parse_layer_map(args.hidden_layer_map)
+        check_layer_map(pairs, student_layers, teacher_layers)
+        return pairs
+    return default_layer_map(student_layers, teacher_layers)

@@ -8,6 +8,7 @@ from typing import Literal
 
 from transformers import TrainingArguments
 
+from .hidden_loss import HIDDEN_LOSSES, parse_layer_map
 from .losses import KD_LOSSES
 from .maps.reducers import VALID_INVERSE_BACKENDS, VALID_METRICS, VALID_REDUCERS
 from .rounds.anchors import VALID_POLICIES
@@ -91,7 +92,9 @@ class SageTrainingArguments(TrainingArguments):
         metadata={"help": "How a sampled map point becomes a layer-1 sequence. 'shift' (the paper): the anchor's "
                   "sequence plus (inverted vector - anchor's pooled vector) on every token. 'interpolate': the "
                   "sampler's anchor -> neighbour position applied to whole sequences, (1 - t) anchor + t neighbour, "
-                  "token by token (no vector inversion needed)."},
+                  "token by token (no vector inversion needed). 'adversarial': the anchor's sequence moved, token "
+                  "by token, up the student-teacher divergence (a few gradient steps, each token within "
+                  "adversarial_radius x its norm)."},
     )
     synthesis_mode: Literal[SYNTHESIS_MODES] = field(
         default="augment",
@@ -124,6 +127,33 @@ class SageTrainingArguments(TrainingArguments):
     save_round_plots: bool = field(default=True, metadata={"help": "Write a PNG of the loss map per round."})
     decode_examples: int = field(
         default=3, metadata={"help": "Synthetic examples decoded to nearest tokens in each round's log (0: none)."}
+    )
+    adversarial_steps: int = field(
+        default=3, metadata={"help": "synthesis='adversarial': gradient-ascent steps per anchor."}
+    )
+    adversarial_radius: float = field(
+        default=0.1,
+        metadata={"help": "synthesis='adversarial': each token moves at most this fraction of its own vector norm."},
+    )
+    adversarial_through_teacher: bool = field(
+        default=True,
+        metadata={"help": "synthesis='adversarial': re-run the teacher on the perturbed input at every step (its "
+                  "gradient flows too); False keeps the clean anchor's teacher logits as the target (cheaper)."},
+    )
+
+    # ---- intermediate layers -------------------------------------------------------------------------
+    hidden_loss: Literal[HIDDEN_LOSSES] = field(
+        default="none",
+        metadata={"help": "Also match student hidden states to the teacher's, per mapped layer and real token: "
+                  "'mse', 'cosine' (1 - cosine similarity) or 'none'. Synthetic examples get hidden-state targets "
+                  "too: the teacher runs from layer 1."},
+    )
+    alpha_hidden: float = field(default=1.0, metadata={"help": "Weight of the hidden-state loss."})
+    hidden_layer_map: str | None = field(
+        default=None,
+        metadata={"help": "Student layer -> teacher layer pairs, e.g. '1:2,2:4,3:6' (layers counted after the "
+                  "interface; 0 is the shared layer-1 input). Default: student layer j -> teacher layer "
+                  "round(j * teacher depth / student depth)."},
     )
 
     def __post_init__(self):
@@ -172,6 +202,15 @@ class SageTrainingArguments(TrainingArguments):
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}.")
         if self.warmup_source is not None:
             _check_warmup_source(self.warmup_source)
+        if self.adversarial_steps < 1:
+            raise ValueError(f"adversarial_steps must be >= 1, got {self.adversarial_steps}.")
+        if not self.adversarial_radius > 0:
+            raise ValueError(f"adversarial_radius must be > 0, got {self.adversarial_radius}.")
+        _one_of("hidden_loss", self.hidden_loss, HIDDEN_LOSSES)
+        if self.alpha_hidden < 0:
+            raise ValueError(f"alpha_hidden must be >= 0, got {self.alpha_hidden}.")
+        if self.hidden_layer_map is not None:
+            parse_layer_map(self.hidden_layer_map)
 
 
 def _one_of(name: str, value, valid) -> None:

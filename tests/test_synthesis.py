@@ -16,18 +16,19 @@ from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
 
 # ---- the registry ------------------------------------------------------------------------------------------
 def test_registry_names_the_built_in_methods_and_their_columns():
-    assert SYNTHESIS_METHODS == ("shift", "interpolate")
-    assert [m.name for m in synthesis_methods()][:2] == ["shift", "interpolate"]
+    assert SYNTHESIS_METHODS == ("shift", "interpolate", "adversarial")
+    assert [m.name for m in synthesis_methods()][:3] == ["shift", "interpolate", "adversarial"]
     assert get_synthesis("shift").needs_inverse and not get_synthesis("interpolate").needs_inverse
     assert set(get_synthesis("shift").columns()) == {"shift"}
     assert set(get_synthesis("interpolate").columns()) == {"partner", "mix"}
-    with pytest.raises(ValueError, match="Unknown synthesis 'mixup': choose one of shift, interpolate"):
+    assert set(get_synthesis("adversarial").columns()) == {"delta"} and not get_synthesis("adversarial").needs_inverse
+    with pytest.raises(ValueError, match="Unknown synthesis 'mixup': choose one of shift, interpolate, adversarial"):
         get_synthesis("mixup")
 
 
 def test_help_lists_the_choices_of_every_choice_field():
     text = " ".join(HfArgumentParser(SageTrainingArguments).format_help().split())
-    for choices in ("--synthesis {shift,interpolate}", "--reducer {umap,pca,none}", "--kd_loss {kl,mse}",
+    for choices in ("--synthesis {shift,interpolate,adversarial}", "--hidden_loss {none,mse,cosine}", "--reducer {umap,pca,none}", "--kd_loss {kl,mse}",
                     "--synthesis_mode {replace,augment}", "--regenerate {every_epoch,once}",
                     "--pooling {mean,first}", "--reducer_metric {euclidean,cosine}",
                     "--anchor_policy {top,weighted,random}", "--inversion_backend {fast,umap-learn}"):
@@ -117,7 +118,7 @@ def test_the_trainer_builds_the_interpolated_example_the_teacher_labelled(tmp_pa
     batch = trainer.data_collator([engine.buffer[i] for i in slots])
     assert batch["partner_input_ids"].shape == batch["input_ids"].shape
     batch.pop("teacher_logits")  # make the trainer run the teacher on what it built
-    vectors, mask, logits = trainer._layer1_and_teacher_logits(batch)
+    vectors, mask, logits, _ = trainer._layer1_and_teacher(batch)
     assert torch.allclose(logits, engine.buffer.teacher_logits[slots], atol=1e-5)
     real = batch["example_id"] >= 0
     assert int(real.sum()) == 4

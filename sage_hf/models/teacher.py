@@ -216,6 +216,11 @@ class TeacherInterface(nn.Module):
 
     def logits_from_layer1(self, vectors: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The rest of the teacher (transformer layers after the interface, pooler, head) on layer-1 vectors."""
+        return self.from_layer1(vectors, attention_mask).logits
+
+    def from_layer1(self, vectors: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    output_hidden_states: bool = False):
+        """The task model's output on layer-1 vectors; `hidden_states[k]` is layer k after the interface (0: input)."""
         if not self.has_head:
             raise ValueError(
                 f"The teacher ({type(self.model).__name__}) has no sequence-classification head, so it cannot give "
@@ -226,7 +231,8 @@ class TeacherInterface(nn.Module):
         replacements = {name: Layer1Input() for name in self.spec.input_modules if hasattr(self.base, name)}
         replacements.update(self._cut(self.interface_layer, None))
         with swapped(self.base, replacements):
-            return self.model(inputs_embeds=vectors, attention_mask=attention_mask).logits
+            return self.model(inputs_embeds=vectors, attention_mask=attention_mask,
+                              output_hidden_states=output_hidden_states)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         """Teacher logits from token ids, through the layer-1 interface."""

@@ -5,8 +5,8 @@ be swapped by assigning `trainer.train_dataset`. The buffer keeps its length and
 tensors live in shared memory so dataloader workers, persistent ones too, read the new entries.
 
 A synthetic entry is lazy: the index of its real source (anchor) example plus the per-entry columns of its
-synthesis method (a shift vector, or a partner example and a mixing weight); the method materialises it from
-layer 1. Memory grows with N x hidden, not N x seq_len x hidden.
+synthesis method (a shift vector, a partner example and a mixing weight, or per-token perturbations); the method
+materialises it from layer 1. Memory grows with N x hidden, except for methods that store per-token columns.
 """
 
 from __future__ import annotations
@@ -55,10 +55,11 @@ class SyntheticSet:
         return h.hexdigest()[:16]
 
     @classmethod
-    def real(cls, indices, teacher_logits: torch.Tensor, method: SynthesisMethod, hidden: int) -> SyntheticSet:
+    def real(cls, indices, teacher_logits: torch.Tensor, method: SynthesisMethod,
+             sizes: dict[str, int]) -> SyntheticSet:
         indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
         return cls(indices, teacher_logits[indices].float(), torch.zeros(len(indices), dtype=torch.bool),
-                   method.real_columns(indices, hidden))
+                   method.real_columns(indices, sizes))
 
     @staticmethod
     def concat(a: SyntheticSet, b: SyntheticSet) -> SyntheticSet:
@@ -85,7 +86,7 @@ class SageTrainBuffer(Dataset):
     """A map-style dataset of fixed length whose entries are replaced in place between epochs."""
 
     def __init__(self, real_features: dict[str, list], labels: list | None, length: int, num_labels: int,
-                 method: SynthesisMethod, hidden: int):
+                 method: SynthesisMethod, sizes: dict[str, int]):
         if length < 1:
             raise ValueError(f"The SAGE training buffer needs at least one entry, got length={length}.")
         self.real = real_features  # column -> list of per-example token lists (input_ids, attention_mask, ...)
@@ -95,7 +96,7 @@ class SageTrainBuffer(Dataset):
         self.source = torch.zeros(length, dtype=torch.long).share_memory_()
         self.teacher_logits = torch.zeros(length, num_labels).share_memory_()
         self.synthetic = torch.zeros(length, dtype=torch.bool).share_memory_()
-        self.columns = {name: col.allocate(length, hidden).share_memory_() for name, col in method.columns().items()}
+        self.columns = {name: col.allocate(length, sizes).share_memory_() for name, col in method.columns().items()}
 
     def __len__(self) -> int:
         return self.length

@@ -35,6 +35,9 @@ class RoundConfig:
     agreement_threshold: float = 0.99
     num_train_epochs: float = 3.0
     decode_examples: int = 0
+    adversarial_steps: int = 3
+    adversarial_radius: float = 0.1
+    adversarial_through_teacher: bool = True
 
     @classmethod
     def from_args(cls, args) -> RoundConfig:
@@ -48,7 +51,9 @@ class RoundConfig:
                    synthetic_count=args.synthetic_count, synthesis=args.synthesis,
                    synthesis_mode=args.synthesis_mode, regenerate=args.regenerate, max_rounds=args.max_rounds,
                    agreement_threshold=args.agreement_threshold, num_train_epochs=args.num_train_epochs,
-                   decode_examples=args.decode_examples)
+                   decode_examples=args.decode_examples, adversarial_steps=args.adversarial_steps,
+                   adversarial_radius=args.adversarial_radius,
+                   adversarial_through_teacher=args.adversarial_through_teacher)
 
     def difficulty_kwargs(self) -> dict:
         """Keyword arguments of `distillation_loss_per_example` for the difficulty: the soft-target loss alone."""

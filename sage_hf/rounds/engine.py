@@ -98,8 +98,9 @@ class SageEngine:
         self.n_real = n
         self.synthetic_count = config.synthetic_count if config.synthetic_count is not None else n
         length = self.synthetic_count if config.synthesis_mode == "replace" else n + self.synthetic_count
+        self.sizes = {"hidden": teacher.width, "tokens": max(len(ids) for ids in real_features["input_ids"])}
         self.buffer = SageTrainBuffer(real_features, labels, length, self.teacher_logits.shape[-1], self.method,
-                                      teacher.width)
+                                      self.sizes)
         self.buffer.fill(self._real_entries(np.arange(length) % n))
         self.map_cache_dir = map_cache_dir
         self.map_key = map_key
@@ -112,7 +113,7 @@ class SageEngine:
         self._restored_map_key: str | None = None
 
     def _real_entries(self, indices) -> SyntheticSet:
-        return SyntheticSet.real(indices, self.teacher_logits, self.method, self.teacher.width)
+        return SyntheticSet.real(indices, self.teacher_logits, self.method, self.sizes)
 
     # ---- map: fitted once -----------------------------------------------------------------------------
     def ensure_map(self) -> float:

@@ -6,6 +6,7 @@ then accepts its name.
 
 from __future__ import annotations
 
+from .adversarial import AdversarialSynthesis
 from .base import Column, ProposalContext, SynthesisMethod, layer1_of
 from .interpolate import InterpolateSynthesis
 from .shift import ShiftSynthesis
@@ -31,7 +32,19 @@ def synthesis_methods() -> tuple[SynthesisMethod, ...]:
 
 register(ShiftSynthesis)
 register(InterpolateSynthesis)
+register(AdversarialSynthesis)
 SYNTHESIS_METHODS = tuple(_METHODS)  # the built-in names, for `Literal` choices
 
-__all__ = ["SYNTHESIS_METHODS", "Column", "InterpolateSynthesis", "ProposalContext", "ShiftSynthesis",
-           "SynthesisMethod", "get_synthesis", "layer1_of", "register", "synthesis_methods"]
+__all__ = [
+    "SYNTHESIS_METHODS",
+    "AdversarialSynthesis",
+    "Column",
+    "InterpolateSynthesis",
+    "ProposalContext",
+    "ShiftSynthesis",
+    "SynthesisMethod",
+    "get_synthesis",
+    "layer1_of",
+    "register",
+    "synthesis_methods",
+]

@@ -21,13 +21,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Column:
-    """A per-entry column a method stores in the buffer: its per-entry shape ("hidden" = the layer-1 width)."""
+    """A per-entry column a method stores in the buffer: its per-entry shape, by size or by name.
+
+    Named sizes come from the data: "hidden" is the layer-1 width, "tokens" the longest real sequence.
+    """
 
     shape: tuple[int | str, ...]
     dtype: torch.dtype
 
-    def allocate(self, length: int, hidden: int) -> torch.Tensor:
-        shape = tuple(hidden if d == "hidden" else d for d in self.shape)
+    def allocate(self, length: int, sizes: dict[str, int]) -> torch.Tensor:
+        shape = tuple(sizes[d] if isinstance(d, str) else d for d in self.shape)
         return torch.zeros((length, *shape), dtype=self.dtype)
 
 
@@ -58,9 +61,9 @@ class SynthesisMethod(abc.ABC):
     def columns(self) -> dict[str, Column]:
         """The per-entry columns this method stores in the buffer."""
 
-    def real_columns(self, source: torch.Tensor, hidden: int) -> dict[str, torch.Tensor]:
+    def real_columns(self, source: torch.Tensor, sizes: dict[str, int]) -> dict[str, torch.Tensor]:
         """Column values of untouched real entries (default: zeros)."""
-        return {name: col.allocate(len(source), hidden) for name, col in self.columns().items()}
+        return {name: col.allocate(len(source), sizes) for name, col in self.columns().items()}
 
     @abc.abstractmethod
     def propose(self, ctx: ProposalContext) -> dict[str, torch.Tensor]:

@@ -34,7 +34,7 @@ class InterpolateSynthesis(SynthesisMethod):
     def columns(self) -> dict[str, Column]:
         return {"partner": Column((), torch.long), "mix": Column((), torch.float32)}
 
-    def real_columns(self, source: torch.Tensor, hidden: int) -> dict[str, torch.Tensor]:
+    def real_columns(self, source: torch.Tensor, sizes: dict[str, int]) -> dict[str, torch.Tensor]:
         # A real entry is its own partner: the batch then pads to its own length.
         return {"partner": source.clone(), "mix": torch.zeros(len(source))}
 
