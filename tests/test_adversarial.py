@@ -55,7 +55,8 @@ def test_perturbations_raise_the_students_divergence_from_the_teacher(tmp_path):
     for delta in (clean, entries.columns["delta"]):
         batch["delta"] = delta
         with torch.no_grad():
-            vectors, mask, _, _ = trainer._layer1_and_teacher({k: v for k, v in batch.items() if k != "teacher_logits"})
+            inputs = {k: v for k, v in batch.items() if k != "teacher_logits"}
+            vectors, mask, _, _ = trainer._layer1_and_teacher(inputs)
             s = torch.log_softmax(trainer.model(inputs_embeds=vectors, attention_mask=mask).logits, -1)
             t = torch.log_softmax(trainer.teacher.logits_from_layer1(vectors, mask), -1)
         kl.append(float((t.exp() * (t - s)).sum(-1).mean()))
