@@ -103,7 +103,8 @@ def test_task_aliases() -> None:
 
 
 def test_unknown_task_error_lists_valid_tasks() -> None:
-    with pytest.raises(ValueError, match=r"Unknown GLUE task 'wnli'; valid tasks: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte\."):
+    valid = "cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte"
+    with pytest.raises(ValueError, match=rf"Unknown GLUE task 'wnli'; valid tasks: {valid}\."):
         get_task("wnli")
     with pytest.raises(ValueError, match="Unknown GLUE task 'sst3'"):
         load_glue("sst3", glue_dir="/nonexistent")
@@ -168,7 +169,10 @@ def test_real_glue_text_is_unquoted() -> None:
 
 @needs_glue
 def test_missing_local_split_is_an_error() -> None:
-    with pytest.raises(FileNotFoundError, match=r"GLUE qnli split 'train' not found: .*QNLI/train\.tsv is missing; point --glue_dir \(or GLUE_DIR\)"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"GLUE qnli split 'train' not found: .*QNLI/train\.tsv is missing; point --glue_dir \(or GLUE_DIR\)",
+    ):
         load_glue("qnli", glue_dir=GLUE_DATA, splits=["train", "validation"])
 
 
@@ -181,12 +185,16 @@ def test_glue_dir_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # --------------------------------------------------------------------------- tiny local folders
 
-MNLI_HEADER_TRAIN = "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label"
+MNLI_HEADER_TRAIN = (
+    "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse"
+    "\tsentence1\tsentence2\tlabel1\tgold_label"
+)
 MNLI_HEADER_DEV = MNLI_HEADER_TRAIN.replace("label1\tgold_label", "label1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label")
 
 
 def mnli_row(i: int, premise: str, hypothesis: str, labels: list[str]) -> str:
-    return "\t".join([str(i), "1", f"{i}e", "fiction", "( x )", "( y )", "(ROOT x)", "(ROOT y)", premise, hypothesis, *labels])
+    parses = ["( x )", "( y )", "(ROOT x)", "(ROOT y)"]
+    return "\t".join([str(i), "1", f"{i}e", "fiction", *parses, premise, hypothesis, *labels])
 
 
 @pytest.fixture
@@ -219,13 +227,19 @@ def test_mnli_layout(mnli_dir: Path) -> None:
     assert train["label"][:] == [0, 2, 1]  # Hub order: entailment, neutral, contradiction
     assert train[2]["premise"] == 'He said "hi.'
     assert data["validation_matched"]["label"][:] == [0, 2]
-    assert data["validation_mismatched"][0] == {"premise": "Stocks fell.", "hypothesis": "Markets moved.", "label": 1, "idx": 0}
+    assert data["validation_mismatched"][0] == {
+        "premise": "Stocks fell.", "hypothesis": "Markets moved.", "label": 1, "idx": 0
+    }
     only = load_glue("mnli", glue_dir=mnli_dir, splits=["validation_mismatched"])
     assert list(only) == ["validation_mismatched"]
 
 
 def test_mnli_plain_validation_split_is_rejected(mnli_dir: Path) -> None:
-    with pytest.raises(ValueError, match=r"Unknown split 'validation' for GLUE mnli; valid splits: train, validation_matched, validation_mismatched"):
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown split 'validation' for GLUE mnli; "
+        r"valid splits: train, validation_matched, validation_mismatched",
+    ):
         load_glue("mnli", glue_dir=mnli_dir, splits=["validation"])
 
 
@@ -272,14 +286,18 @@ def test_cola_headerless_and_test_with_header(tmp_path: Path) -> None:
 
 def test_stsb_scores_are_floats(tmp_path: Path) -> None:
     header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
-    write_tsv(tmp_path / "STS-B/dev.tsv", [header, "0\tg\tf\ty\t0\tn\tn\tA.\tB.\t3.800", "1\tg\tf\ty\t1\tn\tn\tC.\tD.\tnan"])
+    rows = ["0\tg\tf\ty\t0\tn\tn\tA.\tB.\t3.800", "1\tg\tf\ty\t1\tn\tn\tC.\tD.\tnan"]
+    write_tsv(tmp_path / "STS-B/dev.tsv", [header, *rows])
     ds = load_glue("stsb", glue_dir=tmp_path)["validation"]
     assert ds["label"][:] == [pytest.approx(3.8)] and ds.features["label"] == Value("float32")
 
 
 def test_wrong_file_for_task_names_columns(tmp_path: Path) -> None:
     write_tsv(tmp_path / "QQP/train.tsv", ["sentence\tlabel", "x\t1"])
-    with pytest.raises(ValueError, match=r"QQP/train\.tsv has no column 'question1' expected for GLUE qqp; columns found: sentence, label\."):
+    with pytest.raises(
+        ValueError,
+        match=r"QQP/train\.tsv has no column 'question1' expected for GLUE qqp; columns found: sentence, label\.",
+    ):
         load_glue("qqp", glue_dir=tmp_path)
 
 
@@ -294,7 +312,9 @@ def test_missing_task_folder_error(tmp_path: Path) -> None:
 
 def test_task_folder_without_files_error(tmp_path: Path) -> None:
     (tmp_path / "RTE").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"GLUE task 'rte' has no data files: .*RTE/train\.tsv is missing; point --glue_dir"):
+    with pytest.raises(
+        FileNotFoundError, match=r"GLUE task 'rte' has no data files: .*RTE/train\.tsv is missing; point --glue_dir"
+    ):
         load_glue("rte", glue_dir=tmp_path)
 
 
@@ -323,7 +343,11 @@ def test_hub_failure_explains_offline_use(monkeypatch: pytest.MonkeyPatch) -> No
         raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub\nmore detail")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(RuntimeError, match=r"^Could not load 'nyu-mll/glue' \(rte\) from the Hub \(Couldn't reach 'nyu-mll/glue' on the Hub\); set --glue_dir or GLUE_DIR"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"^Could not load 'nyu-mll/glue' \(rte\) from the Hub \(Couldn't reach 'nyu-mll/glue' on the Hub\); "
+        r"set --glue_dir or GLUE_DIR",
+    ):
         load_glue("rte")
 
 
@@ -334,7 +358,9 @@ def test_custom_csv_follows_run_glue(tmp_path: Path) -> None:
     (tmp_path / "train.csv").write_text('id,sentence1,sentence2,label\n1,"A, quoted",B,pos\n2,C,D,neg\n3,E,F,pos\n')
     (tmp_path / "dev.csv").write_text("id,sentence1,sentence2,label\n1,G,H,neg\n")
     (tmp_path / "test.csv").write_text("id,sentence1,sentence2\n1,I,J\n")
-    data = load_custom(tmp_path / "train.csv", tmp_path / "dev.csv", tmp_path / "test.csv", cache_dir=tmp_path / "cache")
+    data = load_custom(
+        tmp_path / "train.csv", tmp_path / "dev.csv", tmp_path / "test.csv", cache_dir=tmp_path / "cache"
+    )
     assert list(data) == ["train", "validation", "test"]
     assert data["train"].column_names == ["sentence1", "sentence2", "label", "idx"]
     assert data["train"].features["label"] == ClassLabel(names=["neg", "pos"])  # sorted, like run_glue
@@ -390,7 +416,9 @@ def test_custom_file_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"train file not found: .*nope\.csv"):
         load_custom(train_file=tmp_path / "nope.csv")
     (tmp_path / "train.parquet").write_text("x")
-    with pytest.raises(ValueError, match=r"Unsupported file type 'train\.parquet'; use one of: \.csv, \.tsv, \.json, \.jsonl"):
+    with pytest.raises(
+        ValueError, match=r"Unsupported file type 'train\.parquet'; use one of: \.csv, \.tsv, \.json, \.jsonl"
+    ):
         load_custom(train_file=tmp_path / "train.parquet")
 
 

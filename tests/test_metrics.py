@@ -164,7 +164,8 @@ def test_make_compute_metrics_classification() -> None:
 
 
 def test_make_compute_metrics_regression() -> None:
-    out = make_compute_metrics("stsb")(EvalPrediction(predictions=PRED_SCORES[:, None], label_ids=SCORES.astype(np.float32)))
+    prediction = EvalPrediction(predictions=PRED_SCORES[:, None], label_ids=SCORES.astype(np.float32))
+    out = make_compute_metrics("stsb")(prediction)
     assert out["pearson"] == pytest.approx(pearsonr(PRED_SCORES, SCORES.astype(np.float32))[0], abs=1e-6)
     assert out["combined_score"] == pytest.approx((out["pearson"] + out["spearmanr"]) / 2, abs=TOL)
     single = make_compute_metrics("stsb")(EvalPrediction(predictions=np.array([[3.0]]), label_ids=np.array([2.0])))
@@ -174,4 +175,5 @@ def test_make_compute_metrics_regression() -> None:
 def test_make_compute_metrics_cola_collapsed_model() -> None:
     """A student predicting one class must score 0, not NaN, so best-model tracking keeps working."""
     logits = np.tile([[0.0, 1.0]], (len(BIN_REFS), 1))
-    assert make_compute_metrics("cola")(EvalPrediction(predictions=logits, label_ids=BIN_REFS)) == {"matthews_correlation": 0.0}
+    out = make_compute_metrics("cola")(EvalPrediction(predictions=logits, label_ids=BIN_REFS))
+    assert out == {"matthews_correlation": 0.0}

@@ -78,83 +78,47 @@ class GlueTask:
         return Features(cols)
 
 
+def _task(
+    name: str,
+    folder: str,
+    text_columns: tuple[str, ...],
+    label_names: tuple[str, ...],
+    main_metric: str,
+    file_text_columns: tuple[str, ...] | None = None,
+    file_label_column: str = "label",
+    **extra: Any,
+) -> GlueTask:
+    """A registry entry; GLUE's files use the Hub's column names unless told otherwise."""
+    return GlueTask(
+        name=name,
+        folder=folder,
+        text_columns=text_columns,
+        file_text_columns=file_text_columns or text_columns,
+        file_label_column=file_label_column,
+        label_names=label_names,
+        main_metric=main_metric,
+        **extra,
+    )
+
+
+_PAIR = ("sentence1", "sentence2")
+_NLI = ("entailment", "not_entailment")
+
 GLUE_TASKS: dict[str, GlueTask] = {
     t.name: t
     for t in (
-        GlueTask(
-            name="cola",
-            folder="CoLA",
-            text_columns=("sentence",),
-            file_text_columns=("sentence",),
-            file_label_column="label",
-            label_names=("unacceptable", "acceptable"),
-            main_metric="matthews_correlation",
-            headerless_columns=("source", "label", "original_label", "sentence"),
-        ),
-        GlueTask(
-            name="sst2",
-            folder="SST-2",
-            text_columns=("sentence",),
-            file_text_columns=("sentence",),
-            file_label_column="label",
-            label_names=("negative", "positive"),
-            main_metric="accuracy",
-        ),
-        GlueTask(
-            name="mrpc",
-            folder="MRPC",
-            text_columns=("sentence1", "sentence2"),
-            file_text_columns=("#1 String", "#2 String"),
-            file_label_column="Quality",
-            label_names=("not_equivalent", "equivalent"),
-            main_metric="combined_score",
-        ),
-        GlueTask(
-            name="qqp",
-            folder="QQP",
-            text_columns=("question1", "question2"),
-            file_text_columns=("question1", "question2"),
-            file_label_column="is_duplicate",
-            label_names=("not_duplicate", "duplicate"),
-            main_metric="combined_score",
-        ),
-        GlueTask(
-            name="stsb",
-            folder="STS-B",
-            text_columns=("sentence1", "sentence2"),
-            file_text_columns=("sentence1", "sentence2"),
-            file_label_column="score",
-            label_names=(),
-            main_metric="combined_score",
-        ),
-        GlueTask(
-            name="mnli",
-            folder="MNLI",
-            text_columns=("premise", "hypothesis"),
-            file_text_columns=("sentence1", "sentence2"),
-            file_label_column="gold_label",
-            label_names=("entailment", "neutral", "contradiction"),
-            main_metric="accuracy",
-            split_files=dict(_MNLI_SPLIT_FILES),
-        ),
-        GlueTask(
-            name="qnli",
-            folder="QNLI",
-            text_columns=("question", "sentence"),
-            file_text_columns=("question", "sentence"),
-            file_label_column="label",
-            label_names=("entailment", "not_entailment"),
-            main_metric="accuracy",
-        ),
-        GlueTask(
-            name="rte",
-            folder="RTE",
-            text_columns=("sentence1", "sentence2"),
-            file_text_columns=("sentence1", "sentence2"),
-            file_label_column="label",
-            label_names=("entailment", "not_entailment"),
-            main_metric="accuracy",
-        ),
+        _task("cola", "CoLA", ("sentence",), ("unacceptable", "acceptable"), "matthews_correlation",
+              headerless_columns=("source", "label", "original_label", "sentence")),
+        _task("sst2", "SST-2", ("sentence",), ("negative", "positive"), "accuracy"),
+        _task("mrpc", "MRPC", _PAIR, ("not_equivalent", "equivalent"), "combined_score",
+              file_text_columns=("#1 String", "#2 String"), file_label_column="Quality"),
+        _task("qqp", "QQP", ("question1", "question2"), ("not_duplicate", "duplicate"), "combined_score",
+              file_label_column="is_duplicate"),
+        _task("stsb", "STS-B", _PAIR, (), "combined_score", file_label_column="score"),
+        _task("mnli", "MNLI", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"), "accuracy",
+              file_text_columns=_PAIR, file_label_column="gold_label", split_files=dict(_MNLI_SPLIT_FILES)),
+        _task("qnli", "QNLI", ("question", "sentence"), _NLI, "accuracy"),
+        _task("rte", "RTE", _PAIR, _NLI, "accuracy"),
     )
 }
 
