@@ -9,6 +9,7 @@ from typing import Literal
 from transformers import TrainingArguments
 
 from .hidden_loss import HIDDEN_LOSSES, parse_layer_map
+from .hub_ids import looks_like_hub_id
 from .losses import KD_LOSSES
 from .maps.reducers import VALID_INVERSE_BACKENDS, VALID_METRICS, VALID_REDUCERS
 from .rounds.anchors import VALID_POLICIES
@@ -178,7 +179,7 @@ class SageTrainingArguments(TrainingArguments):
         _one_of("regenerate", self.regenerate, REGENERATE)
         _one_of("inversion_backend", self.inversion_backend, VALID_INVERSE_BACKENDS)
         if self.n_components < 1:
-            raise ValueError(f"n_components must be >= 1, got {self.n_components}.")
+            raise ValueError(f"n_components must be >= 1, got {self.n_components}: set --n_components to 1 or more.")
         if self.n_neighbors < 2:
             raise ValueError(f"n_neighbors must be >= 2, got {self.n_neighbors}.")
         if not 0 < self.anchor_fraction <= 1:
@@ -219,10 +220,7 @@ def _one_of(name: str, value, valid) -> None:
 
 
 def _check_warmup_source(source: str) -> None:
-    """A local path must exist; 'owner/name' without a leading './' or '/' may be a Hub dataset."""
-    if os.path.exists(source):
-        return
-    looks_like_hub_id = source.count("/") == 1 and not source.startswith((".", "/", "~"))
-    if not looks_like_hub_id:
+    """A local path must exist; anything else must look like a Hub dataset id (as the warm-up loader reads it)."""
+    if not os.path.exists(source) and not looks_like_hub_id(source):
         raise ValueError(f"The warm-up source '{source}' does not exist (give a text file, a folder of text files, "
                          "or a datasets name).")

@@ -48,7 +48,6 @@ def umap_reducer(data) -> UMAPReducer:
         (dict(name="tsne"), r"unknown reducer 'tsne'; valid: umap, pca, none"),
         (dict(metric="manhattan"), r"unknown metric 'manhattan'; valid: euclidean, cosine"),
         (dict(inverse_backend="delaunay"), r"unknown inverse_backend 'delaunay'; valid: fast, umap-learn"),
-        (dict(n_components=0), r"n_components must be >= 1, got 0"),
         (dict(n_neighbors=1), r"n_neighbors must be >= 2 for UMAP, got 1"),
     ],
 )

@@ -137,7 +137,7 @@ def test_n_neighbors_larger_than_the_data_says_how_many(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     ({"reducer": "tsne"}, "Unknown reducer 'tsne': choose one of umap, pca, none"),
     ({"anchor_policy": "hardest"}, "Unknown anchor_policy 'hardest': choose one of top, weighted, random"),
-    ({"n_components": 0}, "n_components must be >= 1"),
+    ({"n_components": 0}, "n_components must be >= 1, got 0: set --n_components to 1 or more"),
     ({"synthesis": "mixup"}, "Unknown synthesis 'mixup': choose one of shift, interpolate"),
     ({"synthetic_count": 0}, "synthetic_count=0 with synthesis_mode='replace'"),
     ({"warmup_source": "/nonexistent/wiki.raw"}, "The warm-up source '/nonexistent/wiki.raw' does not exist"),

@@ -61,8 +61,6 @@ class ReducerSettings:
             raise ValueError(
                 f"unknown inverse_backend {self.inverse_backend!r}; valid: {', '.join(VALID_INVERSE_BACKENDS)}"
             )
-        if self.n_components < 1:
-            raise ValueError(f"n_components must be >= 1, got {self.n_components}")
         if self.name == "umap" and self.n_neighbors < 2:
             raise ValueError(f"n_neighbors must be >= 2 for UMAP, got {self.n_neighbors}")
 
@@ -195,7 +193,7 @@ class Reducer(abc.ABC):
 
     # -- per-reducer parts --------------------------------------------------------------------------------
     def _validate_data(self, X: np.ndarray) -> None:
-        """Each data-dependent constraint once; the static ranges are checked by ``ReducerSettings``."""
+        """Each data-dependent constraint once; static ranges are checked by ``ReducerSettings`` and the arguments."""
         n, width = X.shape
         if n < 2:
             raise ValueError(f"need at least 2 training examples to fit a reducer, got {n}")

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..models.teacher import TeacherInterface
+from ..models.teacher import TeacherInterface, position_offset
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +81,7 @@ def measure_cpu_speed(
 
 
 def _max_length(tokenizer, model) -> int:
-    positions = getattr(model.config, "max_position_embeddings", 512)
-    if getattr(model.config, "model_type", None) in ("roberta", "xlm-roberta", "camembert"):
-        positions -= getattr(model.config, "pad_token_id", 1) + 1  # RoBERTa positions start after padding
+    positions = getattr(model.config, "max_position_embeddings", 512) - position_offset(model.config)
     return min(int(getattr(tokenizer, "model_max_length", positions) or positions), int(positions))
 
 

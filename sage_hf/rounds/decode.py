@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..models.teacher import position_offset
 from .buffer import entry_batch
 
 
@@ -22,17 +23,14 @@ def nearest_tokens(teacher, vectors: torch.Tensor, token_type_ids: torch.Tensor 
     project = getattr(base, "embeddings_project", None)
     vocab = emb.word_embeddings.num_embeddings
     device = vectors.device
-    offset = 0
-    if teacher.config.model_type in ("roberta", "xlm-roberta", "camembert"):
-        offset = teacher.config.pad_token_id + 1  # RoBERTa positions start after the padding index
-    kwargs_tt = teacher.config.model_type not in ("distilbert",)
+    offset = position_offset(teacher.config)
     out = []
     for pos in range(vectors.shape[0]):
         best, best_d = 0, float("inf")
         for start in range(0, vocab, chunk):
             ids = torch.arange(start, min(vocab, start + chunk), device=device).unsqueeze(1)
             kw = {"position_ids": torch.full_like(ids, pos + offset)}
-            if kwargs_tt:
+            if teacher.spec.token_types:
                 tt = 0 if token_type_ids is None else int(token_type_ids[pos])
                 kw["token_type_ids"] = torch.full_like(ids, tt)
             cand = emb(input_ids=ids, **kw)
