@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.hub_server import local_hub  # noqa: F401  (the local Hub double, a fixture for every test file)
-
-# REPO and the tiny_* helpers are re-exported for test files that still import them from here (use testing_utils).
-from testing_utils import GLUE_DIR, REPO, tiny_config, tiny_dataset, tiny_teacher, tiny_tokenizer  # noqa: F401
+from testing_utils import GLUE_DIR
 
 
 @pytest.fixture

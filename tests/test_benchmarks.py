@@ -2,7 +2,7 @@
 
 import sys
 
-from conftest import REPO
+from testing_utils import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 

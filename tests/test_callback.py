@@ -1,9 +1,10 @@
 """SageCallback: a round before the progress bar starts, and resuming with callback states restored."""
 
-from sage_testing import assert_same_weights, digests, make_trainer, uninterrupted_and_resumed
 from transformers.trainer_callback import ProgressCallback
 
 from sage_hf.rounds.callback import SageCallback
+
+from testing_utils import assert_same_weights, digests, make_trainer, uninterrupted_and_resumed
 
 
 def test_round_one_runs_before_the_progress_bar_starts(tmp_path):

@@ -24,8 +24,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 from sage_hf import SageStudentForSequenceClassification, TeacherInterface, export_student
 from sage_hf.publishing.hub import REDACTED, push_folder_to_hub, redact, strip_tokens
 
-from conftest import tiny_teacher, tiny_tokenizer
 from fixtures.hub_server import HubServer
+from testing_utils import tiny_teacher, tiny_tokenizer
 
 TEXTS = ["w5 w6 w7 w8 w9", "w10 w11"]
 MODEL_CARD = """---

@@ -24,7 +24,7 @@ from sage_hf.publishing.card_data import ModelCardCallback, SageModelCardData, m
 from sage_hf.publishing.speed import measure_cpu_speed
 from sage_hf.publishing.training_curve import plot_training_curve
 
-from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
+from testing_utils import tiny_dataset, tiny_teacher, tiny_tokenizer
 
 TOKEN = "hf_secretAbCdEfGhIjKlMnOpQrStUvWxYz0123"
 TEACHER_ID = "sage-tests/tiny-bert-teacher"

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from conftest import REPO, tiny_config, tiny_dataset, tiny_teacher
+from testing_utils import REPO, tiny_config, tiny_dataset, tiny_teacher
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import peers  # noqa: E402

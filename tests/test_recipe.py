@@ -10,12 +10,10 @@ import os
 import runpy
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import torch
 
-from conftest import REPO, tiny_teacher, tiny_tokenizer
+from testing_utils import REPO, tiny_teacher, tiny_tokenizer, write_sst2
 
 RECIPE = REPO / "recipes" / "run_glue_sage.py"
 
@@ -24,20 +22,6 @@ def run_recipe(argv, monkeypatch) -> None:
     """`python recipes/run_glue_sage.py ARGV`, in this process."""
     monkeypatch.setattr(sys, "argv", [str(RECIPE), *map(str, argv)])
     runpy.run_path(str(RECIPE), run_name="__main__")
-
-
-def write_sst2(folder: Path, n_train=64, n_dev=32, seed=0):
-    """SST-2 layout; the label is whether the sentence has more 'low' words (w5..w50) than 'high' ones."""
-    g = torch.Generator().manual_seed(seed)
-    (folder / "SST-2").mkdir(parents=True, exist_ok=True)
-    for name, n in (("train", n_train), ("dev", n_dev)):
-        rows = ["sentence\tlabel"]
-        for _ in range(n):
-            ids = torch.randint(5, 99, (int(torch.randint(4, 10, (1,), generator=g)),), generator=g).tolist()
-            label = int(sum(i < 52 for i in ids) > len(ids) / 2)
-            rows.append(" ".join(f"w{i}" for i in ids) + f"\t{label}")
-        (folder / "SST-2" / f"{name}.tsv").write_text("\n".join(rows) + "\n")
-    return folder
 
 
 @pytest.fixture(scope="module")

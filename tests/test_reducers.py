@@ -18,14 +18,9 @@ from sage_hf.maps.cache import fit_or_load_reducer, reducer_cache_key
 from sage_hf.maps.inversion import FastInverseSettings
 from sage_hf.maps.reducers import IdentityReducer, PCAReducer, ReducerSettings, UMAPReducer, build_reducer
 
+from testing_utils import clustered
+
 WIDTH = 32
-
-
-def clustered(n: int, seed: int = 0, width: int = WIDTH, n_clusters: int = 6) -> np.ndarray:
-    """Well-separated Gaussian clusters: structure UMAP can find in a few hundred points."""
-    rng = np.random.default_rng(seed)
-    centres = np.random.default_rng(1234).normal(size=(n_clusters, width)) * 3
-    return (centres[rng.integers(0, n_clusters, n)] + rng.normal(size=(n, width))).astype(np.float32)
 
 
 UMAP_SMALL = ReducerSettings(name="umap", n_neighbors=15)

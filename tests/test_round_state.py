@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from sage_testing import assert_same_weights, digests, make_trainer, uninterrupted_and_resumed
+
+from testing_utils import assert_same_weights, digests, make_trainer, uninterrupted_and_resumed
 
 SAGE_HF = Path(__file__).resolve().parents[1] / "sage_hf"
 

@@ -7,11 +7,18 @@ import logging
 import numpy as np
 import pytest
 import torch
-from sage_testing import RecordingTrainer, digests, make_trainer, sage_args
 
 from sage_hf import SageStudentForSequenceClassification, SageTrainer, SageTrainingArguments, TeacherInterface
 
-from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
+from testing_utils import (
+    RecordingTrainer,
+    digests,
+    make_trainer,
+    sage_args,
+    tiny_dataset,
+    tiny_teacher,
+    tiny_tokenizer,
+)
 
 
 def test_each_epoch_trains_on_the_new_synthetic_set(tmp_path):

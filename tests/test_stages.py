@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-from test_recipe import write_sst2
 from transformers import TrainingArguments
 
 from sage_hf.data.stages import (
@@ -15,7 +14,7 @@ from sage_hf.data.stages import (
     tokenize_task,
 )
 
-from conftest import tiny_teacher, tiny_tokenizer
+from testing_utils import tiny_teacher, tiny_tokenizer, write_sst2
 
 
 @pytest.fixture(scope="module")

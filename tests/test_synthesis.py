@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from sage_testing import make_trainer, sage_args
 from sklearn.neighbors import NearestNeighbors
 from transformers import HfArgumentParser
 
@@ -11,7 +10,7 @@ from sage_hf import SageTrainer, SageTrainingArguments, TeacherInterface
 from sage_hf.rounds.decode import nearest_tokens
 from sage_hf.rounds.synthesis import SYNTHESIS_METHODS, get_synthesis, synthesis_methods
 
-from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
+from testing_utils import make_trainer, sage_args, tiny_dataset, tiny_teacher, tiny_tokenizer
 
 
 # ---- the registry ------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from sage_hf import (
 )
 from sage_hf.losses import kd_loss_per_example
 
-from conftest import tiny_dataset, tiny_teacher
+from testing_utils import tiny_config, tiny_dataset, tiny_teacher
 
 
 def make_args(tmp_path, **overrides):
@@ -173,7 +173,6 @@ def test_bad_arguments(tmp_path, kwargs, message):
 def test_teacher_without_head_is_refused(tmp_path):
     from transformers import AutoModel
 
-    from conftest import tiny_config
 
     with pytest.raises(ValueError, match="has no sequence-classification head"):
         SageTrainer(args=make_args(tmp_path), teacher_model=AutoModel.from_config(tiny_config("bert")))

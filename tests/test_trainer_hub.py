@@ -5,7 +5,7 @@ from transformers import AutoModelForSequenceClassification, pipeline
 
 from sage_hf import SageTrainer, SageTrainingArguments, TeacherInterface
 
-from conftest import tiny_dataset, tiny_teacher, tiny_tokenizer
+from testing_utils import tiny_dataset, tiny_teacher, tiny_tokenizer
 
 
 def make_trainer(tmp_path, hub, **overrides):

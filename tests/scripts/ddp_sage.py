@@ -10,7 +10,7 @@ sys.path.insert(0, sys.argv[2])
 
 from sage_hf import SageStudentForSequenceClassification, SageTrainer, SageTrainingArguments  # noqa: E402
 
-from conftest import tiny_dataset, tiny_teacher  # noqa: E402
+from testing_utils import tiny_dataset, tiny_teacher  # noqa: E402
 
 out_dir = sys.argv[1]
 teacher = tiny_teacher("bert", num_layers=2, sharpen=20.0, dropout=0.0)
