@@ -44,6 +44,7 @@ from sage_hf.data.stages import (
     teacher_stage,
     tokenize_task,
 )
+from sage_hf.publishing.card import OFFLINE_BASE
 
 logger = logging.getLogger("run_glue_sage")
 
@@ -280,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict:
                                               cache_dir=model_args.cache_dir)
     tokenized = tokenize_task(data, tokenizer, data_args.max_seq_length, training_args=training_args,
                               overwrite_cache=data_args.overwrite_cache)
-    teacher_model, teacher_results, _ = teacher_stage(
+    teacher_model, teacher_results, teacher_folder = teacher_stage(
         data, tokenized, tokenizer, training_args, base_model=base_path, max_seq_length=data_args.max_seq_length,
         teacher_model=model_args.teacher_model_name_or_path, epochs=model_args.teacher_epochs,
         learning_rate=model_args.teacher_learning_rate, batch_size=model_args.teacher_batch_size_train,
@@ -312,10 +313,11 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.save_metrics("all", metrics)
     logger.info("Metrics written to %s", Path(training_args.output_dir) / "all_results.json")
     if trainer.is_world_process_zero():
-        base = model_args.teacher_model_name_or_path or model_args.model_name_or_path
+        given = model_args.teacher_model_name_or_path
         export_stage(trainer, data, metrics, teacher_results, dataset_name=data_args.dataset_name,
                      preset=data_args.preset if data_args.max_train_samples is not None else None,
-                     base_model=base or "sentence-transformers/all-MiniLM-L6-v2")  # the packaged offline default
+                     teacher_name=given or str(teacher_folder),
+                     base_model=None if given else model_args.model_name_or_path or OFFLINE_BASE)
     logger.info("Done in %.0fs: %s", time.time() - start, json.dumps(
         {k: v for k, v in metrics.items() if k.startswith(("eval_", "teacher_")) or k.startswith("sage")}))
     return metrics

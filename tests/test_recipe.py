@@ -213,6 +213,26 @@ def test_help_lists_recipe_and_sage_arguments_before_the_trainer_ones_with_prese
     assert "--config" in text and "(default: outputs/run_glue_sage)" in flat
 
 
+def test_card_names_the_teacher_fine_tuned_in_the_run_and_its_hub_base(tiny_setup, tmp_path, local_hub, monkeypatch):
+    """The teacher loaded from a Hub base and fine-tuned here is the run's teacher folder; the base is its lineage."""
+    from huggingface_hub import HfApi, ModelCard
+
+    base_id = f"{local_hub.user}/tiny-bert-base"
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.token)
+    api.create_repo(base_id)
+    api.upload_folder(folder_path=str(tiny_setup["base"]), repo_id=base_id)
+    out = tmp_path / "run"
+    argv = tiny_argv(tiny_setup, out)
+    argv[argv.index("--model_name_or_path") + 1] = base_id
+    run_recipe(argv, monkeypatch)
+    teacher = next(out.glob("teacher-*")).name
+    card = ModelCard.load(out / "student" / "README.md")
+    assert card.data.base_model == base_id
+    assert f"- **Teacher:** `{teacher}` (fine-tuned from [{base_id}](" in card.text
+    assert f"**Teacher:** [{base_id}]" not in card.text
+    assert "# tiny-bert-base-sage-sst2" in card.text  # the model is still named after the base, not a hash folder
+
+
 def test_push_to_hub_uploads_student_and_card(tiny_setup, tmp_path, local_hub, monkeypatch):
     repo = f"{local_hub.user}/tiny-sst2-sage"
     run_recipe(tiny_argv(tiny_setup, tmp_path / "o", "--push_to_hub", "true", "--hub_model_id", repo,

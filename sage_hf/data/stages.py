@@ -231,8 +231,12 @@ def prepare_output_dir(output_dir: str, run_label: str, *, overwrite: bool = Fal
 
 
 def export_stage(trainer, data: TaskData, metrics: dict, teacher_results: dict | None, *, dataset_name: str,
-                 preset: str | None = None, base_model: str | None = None) -> Path:
-    """The standard student, tokenizer and model card in <output_dir>/student (pushed with --push_to_hub)."""
+                 preset: str | None = None, teacher_name: str | None = None, base_model: str | None = None) -> Path:
+    """The standard student, tokenizer and model card in <output_dir>/student (pushed with --push_to_hub).
+
+    `teacher_name` is the fine-tuned teacher (its folder when fine-tuned in this run) and `base_model` the model it
+    was fine-tuned from: a teacher loaded as the base and fine-tuned in memory would otherwise be named as the base.
+    """
     folder = Path(trainer.args.output_dir) / "student"
     task = get_task(data.task_name) if data.task_name else None
     subsampled = None
@@ -246,7 +250,7 @@ def export_stage(trainer, data: TaskData, metrics: dict, teacher_results: dict |
     card = dict(task_name=data.task_name or "custom", dataset_id=dataset_name if task else train_file,
                 dataset_name=f"GLUE {task.folder}" if task else Path(train_file).name,
                 dataset_config=data.task_name, metrics={k: v for k, v in metrics.items() if k.startswith("eval_")},
-                teacher_metrics=teacher_results, subsampled=subsampled, speed_texts=texts,
+                teacher_metrics=teacher_results, subsampled=subsampled, speed_texts=texts, teacher_name=teacher_name,
                 base_model=base_model if looks_like_hub_id(base_model) else None)
     if trainer.args.push_to_hub:  # exports into <output_dir>/student, then uploads that folder
         url = trainer.push_to_hub(commit_message="Upload SAGE student", **card)

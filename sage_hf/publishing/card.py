@@ -87,7 +87,8 @@ def build_card_data(
     if model_name is None and model_id:
         model_name = model_id.split("/")[-1]
     elif model_name is None:  # "all-MiniLM-L6-v2-sage-sst2"; a plain KD run's name does not claim SAGE
-        model_name = f"{shown.split('/')[-1].split(' ')[0]}-{'sage' if recorded.sage else 'kd'}-{task_name}"
+        named_after = teacher_id or teacher_base or shown  # a local teacher folder is named after its base
+        model_name = f"{named_after.split('/')[-1].split(' ')[0]}-{'sage' if recorded.sage else 'kd'}-{task_name}"
     data = dataclasses.replace(
         copy.deepcopy(recorded),
         model_name=model_name,
