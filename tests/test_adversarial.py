@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sage_testing import digests, make_trainer
 
 from sage_hf.rounds.buffer import entry_batch
+
+from testing_utils import digests, make_trainer, sage_args
 
 
 def _round(tmp_path, **overrides):
@@ -73,8 +74,6 @@ def test_same_seed_same_adversarial_sets(tmp_path):
 
 
 def test_adversarial_arguments_are_checked(tmp_path):
-    from sage_testing import sage_args
-
     with pytest.raises(ValueError, match="adversarial_steps must be >= 1"):
         sage_args(tmp_path, synthesis="adversarial", adversarial_steps=0)
     with pytest.raises(ValueError, match="adversarial_radius must be > 0"):

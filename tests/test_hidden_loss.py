@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from sage_testing import make_trainer, sage_args
 
 from sage_hf import SageStudentForSequenceClassification, SageTrainer, as_teacher
 from sage_hf.hidden_loss import default_layer_map, hidden_state_loss, parse_layer_map
 
-from testing_utils import tiny_dataset, tiny_teacher
+from testing_utils import make_trainer, sage_args, tiny_dataset, tiny_teacher
 
 
 def test_default_layer_map_spreads_student_layers_over_the_teacher():
