@@ -301,6 +301,9 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
     t0 = time.time()
     trainer.train()
     train_s = time.time() - t0
+    # dev in its own order, for per-example predictions: under group_by_length transformers also length-groups
+    # (shuffles) the evaluation batches
+    trainer.args.train_sampling_strategy = "sequential"
     prediction = trainer.predict(dev, metric_key_prefix="eval")
     metrics = prediction.metrics
     engine = trainer.sage_engine

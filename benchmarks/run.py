@@ -278,7 +278,8 @@ def plots(report: dict, stem: Path) -> None:
     ax.axhline(0.99, color="gray", linestyle="--", linewidth=0.8)
     ax.set_xlabel("epoch")
     ax.set_ylabel("agreement with teacher (train)")
-    ax.legend(fontsize=6)
+    if any(c.get("train_agreement_per_epoch") for c in cells):
+        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(f"{stem}-agreement.png")
     plt.close(fig)

@@ -256,3 +256,37 @@ def test_estimate_uses_recorded_rates_then_finished_cells(tmp_path):
 def test_full_sst2_transfer_set_writes_its_own_results_file(tmp_path):
     assert bench.results_path(_args(tmp_path)).name == "protocol-2026-12-03.json"
     assert bench.results_path(_args(tmp_path, transfer_sst2=67349)).name == "protocol-sst2x67349-2026-12-03.json"
+
+
+def _tiny_rte(glue_dir: Path, tmp_path: Path, n_train: int = 40, n_dev: int = 16) -> Path:
+    folder = tmp_path / "glue" / "RTE"
+    folder.mkdir(parents=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        lines = (glue_dir / "RTE" / f"{split}.tsv").read_text().splitlines()[: n + 1]
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return folder.parent
+
+
+def test_protocol_cells_run_for_real_on_a_tiny_task(glue_dir, tmp_path, monkeypatch):
+    """A teacher step and two cells on 40 RTE examples (a few optimiser steps): the teacher sees all 40, the
+    students a fixed 24 of them, and every cell stores per-example dev predictions for the bootstrap."""
+    import cell
+
+    tiny = {"epochs": 1, "tasks": {"rte": {"max_train_samples": 24, "max_seq_length": 32}}, "teacher_epochs": 1,
+            "warmup_max_samples": 32, "teacher_on_whole_train": True}
+    monkeypatch.setitem(cell.SUITES, "protocol", tiny)
+    tiny_glue, work = str(_tiny_rte(glue_dir, tmp_path)), tmp_path / "work"
+    teacher = cell.run_teacher("rte", "protocol", tiny_glue, work, "cpu")
+    assert teacher["train_examples"] == 40 and teacher["transfer_examples"] == 24
+    assert len(teacher["dev_predictions"]) == len(teacher["dev_labels"]) == 16
+    assert teacher["teacher_metric"] == pytest.approx(stats.task_metric(
+        "rte", stats.decode_predictions(teacher["dev_predictions"]), stats.decode_predictions(teacher["dev_labels"])))
+    labels = stats.decode_predictions(teacher["dev_labels"])
+    # reducer none: a UMAP map needs more than 24 examples (n_neighbors 100)
+    cells = [cell.run_cell("rte", s, 0, "protocol", tiny_glue, work, "cpu") for s in ("kd", "sage_reducer_none")]
+    for result in cells:
+        assert result["error"] is None and result["teacher_id"] == teacher["teacher_id"]
+        assert result["transfer_examples"] == 24 and len(result["dev_predictions"]) == 16
+        predictions = stats.decode_predictions(result["dev_predictions"])
+        assert result["dev_metric"] == pytest.approx(stats.task_metric("rte", predictions, labels))
+    assert cells[0]["steps"] == cells[1]["steps"]  # plain KD at default SAGE's optimiser steps
