@@ -128,7 +128,7 @@ def run_suite(args) -> Path:
         for task, system, seed in pending:
             print(f"  would run {task} {system} seed {seed}")
         return out
-    start = time.time()
+    start, started = time.time(), dt.datetime.now().isoformat(timespec="seconds")
     failed_teachers = run_teachers(args, report, tasks, out) if is_protocol else set()
     for i, (task, system, seed) in enumerate([] if args.teachers_only else cells, 1):
         if (task, system, seed) in done:
@@ -159,8 +159,7 @@ def run_suite(args) -> Path:
         print(summary + (f" ERROR {str(cell['error'])[:300]}" if cell.get("error") else ""), flush=True)
         out.write_text(json.dumps(report, indent=2, default=str))
     wall = round(time.time() - start, 1)
-    report.setdefault("runs", []).append({"command": command, "started": dt.datetime.now().isoformat(
-        timespec="seconds"), "wall_s": wall})
+    report.setdefault("runs", []).append({"command": command, "started": started, "wall_s": wall})
     report["suite_wall_s"] = round(sum(r["wall_s"] for r in report["runs"]), 1)
     out.write_text(json.dumps(report, indent=2, default=str))
     write_table(report, out)

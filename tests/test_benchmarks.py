@@ -194,6 +194,18 @@ def test_protocol_run_trains_teachers_first_writes_every_cell_and_a_paired_table
     # sage is 3/60 = 5 points better than kd on every seed and every example pattern: t interval of zero width
     assert sage[1].count("+5.00 [+5.00, +5.00]") == 3 and sage[1].endswith("| above |")
     assert "| 90.00 | fine-tuned | 100 | 100 |" in table
+    out.with_suffix(".md").unlink()
+    bench.write_table(json.loads(out.read_text()), out)  # what --table_only does: the same table from the JSON
+    assert out.with_suffix(".md").read_text() == table
+
+
+def test_dry_run_prints_the_estimate_and_runs_nothing(tmp_path, monkeypatch, capsys):
+    calls: list = []
+    monkeypatch.setattr(bench, "run_process", _fake_process(calls))
+    out = bench.run_suite(_args(tmp_path, dry_run=True))
+    assert calls == [] and not out.exists()
+    printed = capsys.readouterr().out
+    assert "Estimated time" in printed and "teacher rte" in printed and "would run mrpc sage seed 1" in printed
 
 
 def test_protocol_resume_skips_finished_cells_and_teachers(tmp_path, monkeypatch):
