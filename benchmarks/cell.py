@@ -5,7 +5,9 @@
 
 Every system distils the same teacher (the packaged MiniLM fine-tuned once per task by the recipe's teacher
 stage, reused by every cell) into the same 3-layer student with the same data, tokenisation and optimiser
-budget. Writes one JSON object with the cell's measures.
+budget. Writes one JSON object with the cell's measures, per-example dev predictions included.
+
+    python benchmarks/cell.py --task rte --suite protocol --teacher_only --out teacher.json   # the teacher step
 """
 
 from __future__ import annotations
