@@ -5,7 +5,9 @@
 
 Every system distils the same teacher (the packaged MiniLM fine-tuned once per task by the recipe's teacher
 stage, reused by every cell) into the same 3-layer student with the same data, tokenisation and optimiser
-budget. Writes one JSON object with the cell's measures.
+budget. Writes one JSON object with the cell's measures, per-example dev predictions included.
+
+    python benchmarks/cell.py --task rte --suite protocol --teacher_only --out teacher.json   # the teacher step
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ SYSTEMS: dict[str, dict] = {
     # sequence-level inversion: (1 - t) anchor + t map-neighbour, token by token (see README, Results)
     "sage_interpolate": {"synthesis": "interpolate"},
     "sage_interpolate_none": {"synthesis": "interpolate", "reducer": "none"},
+    # fields the lead adds to SageTrainingArguments (adversarial_steps/_radius, hidden_loss, alpha_hidden); until
+    # they exist a cell of these systems is recorded as an error, see check_overrides
+    "sage_adversarial": {"synthesis": "adversarial"},
+    "kd_hidden": {"sage": False, "hidden_loss": "mse"},
+    "sage_hidden": {"hidden_loss": "mse"},
     "textbrewer_kd": {"peer": "textbrewer_kd"},
     "textbrewer_hidden": {"peer": "textbrewer_hidden"},
     "torchdistill_kd": {"peer": "torchdistill_kd"},
@@ -67,8 +74,44 @@ SUITES: dict[str, dict] = {
                                      "cola": {"max_train_samples": None, "max_seq_length": 64},
                                      "stsb": {"max_train_samples": None, "max_seq_length": 128}},
              "teacher_epochs": 3, "warmup_max_samples": 20000},
+    # `protocol`: strong teachers (fine-tuned on the task's whole train set, or given), small transfer sets the
+    # student sees (SST-2: a fixed 8,000 of train, the rest never shown; the others whole), 3 seeds; see
+    # docs/benchmarks.md for its slices and times
+    "protocol": {"epochs": 3, "tasks": {"sst2": {"max_train_samples": 8000, "max_seq_length": 64},
+                                        "cola": {"max_train_samples": None, "max_seq_length": 64},
+                                        "mrpc": {"max_train_samples": None, "max_seq_length": 128},
+                                        "rte": {"max_train_samples": None, "max_seq_length": 128},
+                                        "stsb": {"max_train_samples": None, "max_seq_length": 128}},
+                 "teacher_epochs": 3, "warmup_max_samples": 1000, "teacher_on_whole_train": True},
 }
 TEACHER_SEED = 0  # one teacher per task, whatever the cell's seed
+TRANSFER_SEED = 0  # one transfer set per task (the same examples for every system and seed)
+
+
+class UnsupportedSystem(ValueError):
+    """A system sets a SageTrainingArguments field, or a value, that this sage_hf does not accept."""
+
+
+def check_overrides(system: str) -> None:
+    """Fails fast, before any data or teacher work, when `system` needs fields this sage_hf lacks."""
+    import typing
+
+    from sage_hf import SageTrainingArguments
+
+    fields = {f.name: f for f in dataclasses.fields(SageTrainingArguments)}
+    hints = typing.get_type_hints(SageTrainingArguments)
+    for key, value in SYSTEMS[system].items():
+        if key == "peer":
+            continue
+        if key not in fields:
+            raise UnsupportedSystem(f"system {system!r} sets {key}={value!r}, but this sage_hf's "
+                                    f"SageTrainingArguments has no field {key!r}: update sage_hf, or leave {system} "
+                                    "out of --systems")
+        allowed = typing.get_args(hints[key]) if typing.get_origin(hints[key]) is typing.Literal else None
+        if allowed and value not in allowed:
+            raise UnsupportedSystem(f"system {system!r} sets {key}={value!r}, but this sage_hf accepts only "
+                                    f"{', '.join(map(repr, allowed))}: update sage_hf, or leave {system} out of "
+                                    "--systems")
 
 
 def machine() -> dict:
@@ -104,9 +147,71 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work: Path, device: str) -> dict:
+def _task_setup(task: str, suite: str, glue_dir: str, work: Path, device: str, teacher_dir: str | None,
+                transfer_sst2: int | None) -> dict:
+    """Data, tokenisation and the task's teacher, shared by every system; the teacher sees the whole train set
+    in the protocol suite, the student only the transfer set."""
+    from transformers import AutoTokenizer
+
+    from sage_hf import SageTrainingArguments, default_teacher_path
+    from sage_hf.data import get_task
+    from sage_hf.data.stages import load_task_data, teacher_stage, tokenize_task
+
+    spec = SUITES[suite]
+    tconf = spec["tasks"][task]
+    transfer = transfer_sst2 if task == "sst2" and transfer_sst2 is not None else tconf["max_train_samples"]
+    use_cpu = device == "cpu"
+    common = dict(report_to=[], use_cpu=use_cpu, disable_tqdm=True, seed=TEACHER_SEED, logging_steps=50,
+                  per_device_eval_batch_size=128, bf16=not use_cpu, dataloader_pin_memory=not use_cpu)
+    teacher_args = SageTrainingArguments(output_dir=str(work / "teachers" / task), save_strategy="no", **common)
+    data = load_task_data(task, glue_dir=glue_dir)
+    whole_teacher = spec.get("teacher_on_whole_train", False)
+    if not whole_teacher:
+        data.subsample(transfer, seed=TEACHER_SEED)
+    base = str(default_teacher_path())
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenized = tokenize_task(data, tokenizer, tconf["max_seq_length"], training_args=teacher_args)
+    given = teacher_dir if teacher_dir and Path(teacher_dir).is_dir() else None
+    stage = teacher_stage(data, tokenized, tokenizer, teacher_args, base_model=base, teacher_model=given,
+                          max_seq_length=tconf["max_seq_length"], epochs=spec["teacher_epochs"])
+    n_whole = len(tokenized["train"])
+    if whole_teacher and transfer is not None and transfer < n_whole:
+        # the same examples for every system and seed; the rest of train is never shown to the student
+        tokenized["train"] = tokenized["train"].shuffle(seed=TRANSFER_SEED).select(range(transfer))
+    return dict(spec=spec, data=data, tokenizer=tokenizer, tokenized=tokenized, stage=stage, common=common,
+                teacher_args=teacher_args, task_spec=get_task(task), given_teacher=given, teacher_train=n_whole,
+                teacher_id=str(given or stage.folder))
+
+
+def run_teacher(task: str, suite: str, glue_dir: str, work: Path, device: str, teacher_dir: str | None = None,
+                transfer_sst2: int | None = None) -> dict:
+    """The task's teacher as a step of its own: trained (or reused, or given) and scored on dev, per example."""
+    from stats import encode_predictions
+
+    from sage_hf import TeacherInterface
+
+    start = time.time()
+    setup = _task_setup(task, suite, glue_dir, work, device, teacher_dir, transfer_sst2)
+    teacher = TeacherInterface(setup["stage"].model.eval()).to(setup["teacher_args"].device)
+    dev = setup["tokenized"][setup["data"].eval_splits[0]]
+    metrics, t_logits, labels = _dev_scores(teacher.model, dev, setup["tokenizer"], setup["data"].compute_metrics())
+    main_metric = setup["task_spec"].main_metric
+    spec = setup["spec"]
+    return {"task": task, "metric_name": main_metric, "teacher_metric": metrics.get(main_metric),
+            "dev_metrics": metrics, "teacher_id": setup["teacher_id"],
+            "source": "given" if setup["given_teacher"] else "fine-tuned",
+            "train_examples": None if setup["given_teacher"] else setup["teacher_train"],
+            "epochs": None if setup["given_teacher"] else spec["teacher_epochs"],
+            "transfer_examples": len(setup["tokenized"]["train"]), "transfer_seed": TRANSFER_SEED,
+            "dev_predictions": encode_predictions(_as_predictions(t_logits)),
+            "dev_labels": encode_predictions(labels), "seconds": round(time.time() - start, 1)}
+
+
+def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work: Path, device: str,
+             teacher_dir: str | None = None, transfer_sst2: int | None = None) -> dict:
     import torch
-    from transformers import AutoTokenizer, TrainerCallback
+    from stats import encode_predictions
+    from transformers import TrainerCallback
 
     from sage_hf import (
         SageStudentForSequenceClassification,
@@ -114,39 +219,27 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
         SageTrainingArguments,
         TeacherInterface,
         cache_teacher_logits,
-        default_teacher_path,
         export_student,
     )
-    from sage_hf.data import get_task
-    from sage_hf.data.stages import load_task_data, teacher_stage, tokenize_task
     from sage_hf.rounds.scoring import score_examples
 
-    spec = SUITES[suite]
-    tconf = spec["tasks"][task]
+    check_overrides(system)
     overrides = dict(SYSTEMS[system])
     peer = overrides.pop("peer", None)
     cell: dict = {"task": task, "system": system, "seed": seed, "suite": suite}
     start = time.time()
 
     # ---- data and teacher (shared by every system) ---------------------------------------------------
+    setup = _task_setup(task, suite, glue_dir, work, device, teacher_dir, transfer_sst2)
+    spec, data, tokenizer, tokenized = setup["spec"], setup["data"], setup["tokenizer"], setup["tokenized"]
+    common, teacher_args, task_spec = setup["common"], setup["teacher_args"], setup["task_spec"]
     use_cpu = device == "cpu"
-    common = dict(report_to=[], use_cpu=use_cpu, disable_tqdm=True, seed=TEACHER_SEED, logging_steps=50,
-                  per_device_eval_batch_size=128, bf16=not use_cpu, dataloader_pin_memory=not use_cpu)
-    teacher_args = SageTrainingArguments(output_dir=str(work / "teachers" / task), save_strategy="no", **common)
-    data = load_task_data(task, glue_dir=glue_dir)
-    data.subsample(tconf["max_train_samples"], seed=TEACHER_SEED)
-    base = str(default_teacher_path())
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    tokenized = tokenize_task(data, tokenizer, tconf["max_seq_length"], training_args=teacher_args)
     compute_metrics = data.compute_metrics()
     dev = tokenized[data.eval_splits[0]]
-    task_spec = get_task(task)
-    cell["metric_name"] = task_spec.main_metric
-    teacher_model, teacher_results, _ = teacher_stage(data, tokenized, tokenizer, teacher_args, base_model=base,
-                                                      max_seq_length=tconf["max_seq_length"],
-                                                      epochs=spec["teacher_epochs"])
-    cell["teacher_metric"] = _main(teacher_results or {}, "teacher_validation_", task_spec.main_metric)
-    teacher = TeacherInterface(teacher_model.eval()).to(teacher_args.device)
+    cell.update(metric_name=task_spec.main_metric, teacher_id=setup["teacher_id"],
+                transfer_examples=len(tokenized["train"]))
+    cell["teacher_metric"] = _main(setup["stage"].results or {}, "teacher_validation_", task_spec.main_metric)
+    teacher = TeacherInterface(setup["stage"].model.eval()).to(teacher_args.device)
 
     t0 = time.time()
     train = cache_teacher_logits(teacher, tokenized["train"], batch_size=256, tokenizer=tokenizer)
@@ -193,20 +286,28 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
             return _finish(cell, start)
         model = out["model"].eval()
         cell.update(seconds_train=round(out["train_s"], 2), steps=out["steps"], epochs=spec["epochs"])
-        metrics, agreement = _evaluate_standard(model, teacher, dev, tokenizer, compute_metrics)
-        cell.update(dev_metric=metrics.get(task_spec.main_metric), dev_metrics=metrics, agreement=agreement)
+        metrics, logits, _ = _dev_scores(model, dev, tokenizer, compute_metrics)
+        _, t_logits, _ = _dev_scores(teacher.model, dev, tokenizer, compute_metrics)
+        if logits.shape[-1] > 1:
+            cell["agreement"] = float((logits.argmax(-1) == t_logits.argmax(-1)).mean())
+        cell.update(dev_metric=metrics.get(task_spec.main_metric), dev_metrics=metrics,
+                    dev_predictions=encode_predictions(_as_predictions(logits)))
         return _finish(cell, start)
 
     trainer = SageTrainer(model=student, args=training_args, teacher_model=teacher, train_dataset=train,
                           eval_dataset=dev, processing_class=tokenizer, compute_metrics=compute_metrics,
                           callbacks=[TrainAgreement()])
-    if system == "kd":  # same optimiser budget as default SAGE: its warm-up and synthetic steps, on real data
+    if not training_args.sage:  # same optimiser budget as default SAGE: its warm-up and synthetic steps, real data
         trainer.args.max_steps = kd_step_budget(len(train), spec, training_args.per_device_train_batch_size,
                                                 str(wiki) if wiki.is_dir() else None)
     t0 = time.time()
     trainer.train()
     train_s = time.time() - t0
-    metrics = trainer.evaluate()
+    # dev in its own order, for per-example predictions: under group_by_length transformers also length-groups
+    # (shuffles) the evaluation batches
+    trainer.args.train_sampling_strategy = "sequential"
+    prediction = trainer.predict(dev, metric_key_prefix="eval")
+    metrics = prediction.metrics
     engine = trainer.sage_engine
     stages = {k: 0.0 for k in ("score", "map", "sample", "invert", "label")}
     synthetic = 0
@@ -220,6 +321,7 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
         dev_metric=metrics.get(f"eval_{task_spec.main_metric}"),
         dev_metrics={k[5:]: v for k, v in metrics.items() if k.startswith("eval_")},
         agreement=metrics.get("eval_agreement"),
+        dev_predictions=encode_predictions(_as_predictions(prediction.predictions[0])),
         epochs=trainer.state.epoch, steps=trainer.state.global_step + warm.get("warmup_steps", 0),
         warmup_steps=warm.get("warmup_steps", 0), rounds=engine.round if engine else 0,
         train_agreement_per_epoch=agreement_per_epoch,
@@ -271,32 +373,31 @@ def _main(results: dict, prefix: str, metric: str):
     return results.get(f"{prefix}{metric}")
 
 
-def _evaluate_standard(model, teacher, dev, tokenizer, compute_metrics):
-    import numpy as np
+def _dev_scores(model, dev, tokenizer, compute_metrics):
+    """A standard model's dev metrics, logits and gold labels (for peers and for the teacher alike)."""
     import torch
     from transformers import EvalPrediction
 
     from sage_hf import SageDataCollator
 
     collate = SageDataCollator(tokenizer)
-    device = next(teacher.parameters()).device
-    model.to(device)
-    logits, t_logits, labels = [], [], []
+    device = next(model.parameters()).device
+    logits, labels = [], []
     cols = [c for c in ("input_ids", "attention_mask", "token_type_ids", "label") if c in dev.column_names]
     rows = dev.select_columns(cols)
     with torch.no_grad():
         for i in range(0, len(rows), 128):
             batch = collate([rows[j] for j in range(i, min(i + 128, len(rows)))])
             batch = {k: v.to(device) for k, v in batch.items()}
-            y = batch.pop("labels")
+            labels.append(batch.pop("labels").cpu())
             logits.append(model(**batch).logits.float().cpu())
-            t_out = teacher(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-            t_logits.append(t_out.float().cpu())
-            labels.append(y.cpu())
-    s, t, y = torch.cat(logits).numpy(), torch.cat(t_logits).numpy(), torch.cat(labels).numpy()
-    metrics = compute_metrics(EvalPrediction(predictions=s, label_ids=y))
-    agreement = float(np.mean(s.argmax(-1) == t.argmax(-1))) if s.shape[-1] > 1 else None
-    return metrics, agreement
+    s, y = torch.cat(logits).numpy(), torch.cat(labels).numpy()
+    return compute_metrics(EvalPrediction(predictions=s, label_ids=y)), s, y
+
+
+def _as_predictions(logits):
+    """Class ids (argmax) or regression scores, per dev example."""
+    return logits.argmax(-1) if logits.shape[-1] > 1 else logits[:, 0]
 
 
 def _finish(cell: dict, start: float) -> dict:
@@ -309,17 +410,27 @@ def _finish(cell: dict, start: float) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True)
-    p.add_argument("--system", required=True, choices=sorted(SYSTEMS))
+    p.add_argument("--system", choices=sorted(SYSTEMS), help="required unless --teacher_only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--suite", default="small", choices=sorted(SUITES))
     p.add_argument("--glue_dir", default=os.environ.get("GLUE_DIR", str(REPO.parent / "shared" / "data" / "glue")))
     p.add_argument("--work", default=str(HERE / "results" / "work"))
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--teacher_dir", default=None, help="a fine-tuned teacher to use as given (when the folder exists)")
+    p.add_argument("--transfer_sst2", type=int, default=None, help="SST-2 transfer set size (default: the suite's)")
+    p.add_argument("--teacher_only", action="store_true", help="train (or reuse) the task's teacher and score it")
     p.add_argument("--out", required=True)
     a = p.parse_args()
+    if not a.teacher_only and a.system is None:
+        p.error("--system is required unless --teacher_only")
     command = "python benchmarks/cell.py " + " ".join(sys.argv[1:])
     try:
-        cell = run_cell(a.task, a.system, a.seed, a.suite, a.glue_dir, Path(a.work), a.device)
+        if a.teacher_only:
+            cell = run_teacher(a.task, a.suite, a.glue_dir, Path(a.work), a.device, a.teacher_dir, a.transfer_sst2)
+            cell["error"] = None
+        else:
+            cell = run_cell(a.task, a.system, a.seed, a.suite, a.glue_dir, Path(a.work), a.device, a.teacher_dir,
+                            a.transfer_sst2)
     except Exception as err:  # a failed cell is recorded, not lost
         cell = {"task": a.task, "system": a.system, "seed": a.seed, "suite": a.suite, "dev_metric": None,
                 "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-3000:],

@@ -4,9 +4,12 @@
     python benchmarks/run.py --suite small                       # SST-2 + RTE, 1 seed, KD vs SAGE vs reducer none
     python benchmarks/run.py --suite full --seeds 0 1 2          # 5 tasks, every system, mean and std over seeds
     python benchmarks/run.py --suite small --resume              # skip cells already in the results file
+    python benchmarks/run.py --suite protocol --tasks rte --systems kd sage --resume   # one slice of the protocol
 
 Each cell runs `benchmarks/cell.py` in its own process. Writes benchmarks/results/<suite>-<date>.json (top-level
-`cells`), a markdown table <suite>-<date>.md and plots <suite>-<date>-*.png beside it.
+`cells`) after every cell, a markdown table <suite>-<date>.md and plots <suite>-<date>-*.png beside it.
+The `protocol` suite first trains (or reuses) each task's strong teacher as a step of its own, prints an estimated
+time, and its table gives paired differences to plain KD with 95% intervals (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -25,67 +28,149 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import protocol  # noqa: E402
 from cell import SUITES, SYSTEMS, machine, versions  # noqa: E402
 
 SMALL_SYSTEMS = ["kd", "sage", "sage_reducer_none"]
+SST2_TRANSFER = SUITES["protocol"]["tasks"]["sst2"]["max_train_samples"]
 
 
 def plan(suite: str, tasks: list[str] | None, systems: list[str] | None, seeds: list[int] | None):
     tasks = tasks or list(SUITES[suite]["tasks"])
-    systems = systems or (SMALL_SYSTEMS if suite in ("small", "cpu") else list(SYSTEMS))
+    if systems is None:
+        systems = protocol.SYSTEMS if suite == "protocol" else (
+            SMALL_SYSTEMS if suite in ("small", "cpu") else list(SYSTEMS))
     seeds = seeds if seeds is not None else ([0] if suite in ("small", "cpu") else [0, 1, 2])
     # teachers first (every task's first cell trains and caches its teacher), systems in a stable order
     return [(t, s, seed) for seed in seeds for t in tasks for s in systems]
 
 
-def run_suite(args) -> Path:
-    results_dir = Path(args.results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
+def results_path(args) -> Path:
+    """<suite>-<date>.json; a protocol run on another SST-2 transfer set than 8,000 gets its own file."""
     date = args.date or dt.date.today().isoformat()
-    out = results_dir / f"{args.suite}-{date}.json"
+    stem = args.suite
+    if args.suite == "protocol" and args.transfer_sst2 not in (None, SST2_TRANSFER):
+        stem += f"-sst2x{args.transfer_sst2}"
+    return Path(args.results_dir) / f"{stem}-{date}.json"
+
+
+def run_process(cmd: list[str]) -> subprocess.CompletedProcess:
+    """One cell or teacher step in a process of its own (tests replace this)."""
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def _step(cmd: list[str], out_file: Path, fallback: dict) -> dict:
+    proc = run_process(cmd)
+    if out_file.is_file():
+        return json.loads(out_file.read_text())
+    return {**fallback, "error": f"process exited {proc.returncode}: {proc.stderr[-1500:]}"}
+
+
+def _common_args(args, task: str) -> list[str]:
+    cmd = ["--suite", args.suite, "--device", args.device, "--work", str(Path(args.results_dir) / "work")]
+    if args.glue_dir:
+        cmd += ["--glue_dir", args.glue_dir]
+    if task == "sst2" and args.suite == "protocol":
+        cmd += ["--teacher_dir", args.teacher_dir_sst2]
+        if args.transfer_sst2 is not None:
+            cmd += ["--transfer_sst2", str(args.transfer_sst2)]
+    return cmd
+
+
+def run_teachers(args, report: dict, tasks: list[str], out: Path) -> set[str]:
+    """Each task's teacher as a step of its own (trained once, cached in the work folder); returns failed tasks."""
+    failed = set()
+    for task in tasks:
+        if report["teachers"].get(task, {}).get("error", True) is None:
+            continue
+        teacher_file = Path(args.results_dir) / "cells" / f"{out.stem}-teacher-{task}.json"
+        cmd = [sys.executable, str(HERE / "cell.py"), "--teacher_only", "--task", task, "--out", str(teacher_file),
+               *_common_args(args, task)]
+        print(f"[teacher] {task}", flush=True)
+        teacher = _step(cmd, teacher_file, {"task": task})
+        teacher.update(device=args.device, run_command=f"python benchmarks/run.py --suite {args.suite} "
+                       f"--teachers_only --tasks {task} --device {args.device}")
+        report["teachers"][task] = teacher
+        out.write_text(json.dumps(report, indent=2, default=str))
+        if teacher.get("error"):
+            failed.add(task)
+            print(f"  ERROR {str(teacher['error'])[:300]}", flush=True)
+        else:
+            print(f"  {teacher.get('metric_name')}={teacher.get('teacher_metric')} ({teacher.get('source')}, "
+                  f"{teacher.get('seconds')}s)", flush=True)
+    return failed
+
+
+def run_suite(args) -> Path:
+    out = results_path(args)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    date = args.date or dt.date.today().isoformat()
+    command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
     report = {"suite": args.suite, "date": date, "machine": machine(), "versions": versions(),
-              "command": "python benchmarks/run.py " + " ".join(sys.argv[1:]), "cells": []}
+              "command": command, "cells": []}
     if args.resume and out.is_file():
-        report["cells"] = json.loads(out.read_text())["cells"]
+        report = {**report, **json.loads(out.read_text()), "command": command}
+    report.setdefault("teachers", {})
     done = {(c["task"], c["system"], c["seed"]) for c in report["cells"] if c.get("error") is None or c.get("final")}
     cells = plan(args.suite, args.tasks, args.systems, args.seeds)
-    start = time.time()
-    for i, (task, system, seed) in enumerate(cells, 1):
+    pending = [c for c in cells if c not in done]
+    is_protocol = args.suite == "protocol"
+    tasks = list(dict.fromkeys(t for t, _, _ in cells))
+    if is_protocol:
+        report["systems_order"] = list(dict.fromkeys([*report.get("systems_order", []), *protocol.SYSTEMS,
+                                                     *(s for _, s, _ in cells)]))
+        teachers_due = [t for t in tasks if report["teachers"].get(t, {}).get("error", True) is not None]
+        est = protocol.estimate([] if args.teachers_only else pending, teachers_due, report, SUITES[args.suite],
+                                SYSTEMS, args.device, args.transfer_sst2)
+        print(protocol.estimate_text(est), flush=True)
+        report["estimate_s"] = round(est["total_s"], 1)
+    if args.dry_run:
+        for task, system, seed in pending:
+            print(f"  would run {task} {system} seed {seed}")
+        return out
+    start, started = time.time(), dt.datetime.now().isoformat(timespec="seconds")
+    failed_teachers = run_teachers(args, report, tasks, out) if is_protocol else set()
+    for i, (task, system, seed) in enumerate([] if args.teachers_only else cells, 1):
         if (task, system, seed) in done:
+            continue
+        if task in failed_teachers:
+            print(f"[{i}/{len(cells)}] {task} {system} seed {seed}: skipped, the teacher step failed", flush=True)
             continue
         if args.budget_s and time.time() - start > args.budget_s:
             print(f"budget of {args.budget_s}s spent: {len(cells) - i + 1} cells left out", flush=True)
             report.setdefault("left_out", []).extend([list(c) for c in cells[i - 1:]])
             break
-        cell_file = results_dir / "cells" / f"{args.suite}-{task}-{system}-{seed}.json"
+        cell_file = out.parent / "cells" / f"{out.stem}-{task}-{system}-{seed}.json"
         cmd = [sys.executable, str(HERE / "cell.py"), "--task", task, "--system", system, "--seed", str(seed),
-               "--suite", args.suite, "--out", str(cell_file), "--work", str(results_dir / "work")]
-        if args.glue_dir:
-            cmd += ["--glue_dir", args.glue_dir]
+               "--out", str(cell_file), *_common_args(args, task)]
         print(f"[{i}/{len(cells)}] {task} {system} seed {seed}", flush=True)
         t0 = time.time()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if cell_file.is_file():
-            cell = json.loads(cell_file.read_text())
-        else:
-            cell = {"task": task, "system": system, "seed": seed, "dev_metric": None,
-                    "error": f"cell process exited {proc.returncode}: {proc.stderr[-1500:]}"}
+        cell = _step(cmd, cell_file, {"task": task, "system": system, "seed": seed, "dev_metric": None})
         cell.setdefault("wall_s", round(time.time() - t0, 1))
+        cell["device"] = args.device
         peer_error = str(cell.get("error")).startswith(("Peer", "textbrewer", "torchdistill"))
         cell["final"] = cell.get("error") is not None and peer_error
+        if is_protocol and cell.get("teacher_metric") is None:
+            cell["teacher_metric"] = report["teachers"].get(task, {}).get("teacher_metric")
         report["cells"] = [c for c in report["cells"] if (c["task"], c["system"], c["seed"]) != (task, system, seed)]
         report["cells"].append(cell)
         summary = f"  {cell.get('metric_name')}={cell.get('dev_metric')} agreement={cell.get('agreement')} " \
                   f"wall={cell.get('wall_s')}s rss={cell.get('peak_rss_mb')}MB"
         print(summary + (f" ERROR {str(cell['error'])[:300]}" if cell.get("error") else ""), flush=True)
         out.write_text(json.dumps(report, indent=2, default=str))
-    report["suite_wall_s"] = round(time.time() - start, 1)
+    wall = round(time.time() - start, 1)
+    report.setdefault("runs", []).append({"command": command, "started": started, "wall_s": wall})
+    report["suite_wall_s"] = round(sum(r["wall_s"] for r in report["runs"]), 1)
     out.write_text(json.dumps(report, indent=2, default=str))
-    table = markdown(report)
+    write_table(report, out)
+    return out
+
+
+def write_table(report: dict, out: Path) -> None:
+    table = protocol.markdown(report) if report["suite"] == "protocol" else markdown(report)
     out.with_suffix(".md").write_text(table)
     plots(report, out.with_suffix(""))
     print(table)
-    return out
 
 
 def _mean_std(values):
@@ -192,33 +277,58 @@ def plots(report: dict, stem: Path) -> None:
     ax.axhline(0.99, color="gray", linestyle="--", linewidth=0.8)
     ax.set_xlabel("epoch")
     ax.set_ylabel("agreement with teacher (train)")
-    ax.legend(fontsize=6)
+    if any(c.get("train_agreement_per_epoch") for c in cells):
+        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(f"{stem}-agreement.png")
     plt.close(fig)
+
+
+def _transfer(value: str) -> int:
+    if value == "full":
+        return protocol.TRAIN_SIZES["sst2"]
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--transfer_sst2 takes a number of examples or 'full', got {value!r}"
+                                         ) from None
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", default="small", choices=sorted(SUITES))
     p.add_argument("--tasks", nargs="*")
-    p.add_argument("--systems", nargs="*")
+    p.add_argument("--systems", nargs="*", choices=sorted(SYSTEMS), metavar="SYSTEM")
     p.add_argument("--seeds", nargs="*", type=int)
     p.add_argument("--resume", action="store_true", help="skip cells already in the results file")
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--glue_dir", default=os.environ.get("GLUE_DIR"))
     p.add_argument("--results_dir", default=str(HERE / "results"))
     p.add_argument("--date", default=None, help="results file date (default today; reuse one to resume)")
     p.add_argument("--budget_s", type=float, default=None, help="stop starting new cells after this many seconds")
     p.add_argument("--table_only", action="store_true", help="rewrite the table and plots from the results file")
+    p.add_argument("--dry_run", action="store_true", help="print the plan and the estimated time, run nothing")
+    p.add_argument("--teachers_only", action="store_true", help="protocol: train (or reuse) the teachers only")
+    p.add_argument("--teacher_dir_sst2", default=str(HERE.parent.parent / "shared" / "teachers" / "minilm-l6-sst2"),
+                   help="protocol: SST-2's teacher, used as given when the folder exists (else fine-tuned)")
+    p.add_argument("--transfer_sst2", type=_transfer, default=None,
+                   help=f"protocol: SST-2 transfer set size (default {SST2_TRANSFER}; 'full' = the whole train set, "
+                        "written to its own results file)")
     args = p.parse_args()
     if args.table_only:
-        out = Path(args.results_dir) / f"{args.suite}-{args.date or dt.date.today().isoformat()}.json"
-        report = json.loads(out.read_text())
-        out.with_suffix(".md").write_text(markdown(report))
-        plots(report, out.with_suffix(""))
-        print(out.with_suffix(".md").read_text())
+        out = results_path(args)
+        write_table(json.loads(out.read_text()), out)
         return
     run_suite(args)
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
 
 
 if __name__ == "__main__":
