@@ -283,6 +283,9 @@ class SageTrainer(Trainer):
         vectors, mask, teacher_logits, teacher_hidden = self._layer1_and_teacher(inputs, hidden=bool(self._layer_map))
         outputs = model(inputs_embeds=vectors, attention_mask=mask, output_hidden_states=teacher_hidden is not None)
         per_example = self._per_example_loss(outputs.logits, teacher_logits, inputs.get("labels"))
+        engine = self.sage_engine
+        if engine is not None and model.training and engine.observes_training and "example_id" in inputs:
+            engine.training_pass.observe(inputs["example_id"], outputs.logits, teacher_logits)
         if teacher_hidden is not None:
             per_example = per_example + self.args.alpha_hidden * hidden_state_loss(
                 outputs.hidden_states, teacher_hidden, mask, self._layer_map, self.args.hidden_loss)

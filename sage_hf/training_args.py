@@ -18,6 +18,7 @@ from .rounds.synthesis import SYNTHESIS_METHODS, get_synthesis
 
 SYNTHESIS_MODES = ("replace", "augment")
 REGENERATE = ("every_epoch", "once")
+SCORE_PASSES = ("auto", "always")
 
 
 @dataclass
@@ -105,6 +106,12 @@ class SageTrainingArguments(TrainingArguments):
     regenerate: Literal[REGENERATE] = field(
         default="every_epoch", metadata={"help": "'every_epoch' (adaptive, the paper) or 'once' (the ablation)."}
     )
+    score_pass: Literal[SCORE_PASSES] = field(
+        default="auto",
+        metadata={"help": "'auto': a round picks anchors by the losses the training pass met in the epoch where it "
+                  "trained on every real example (augment mode), else by a separate scoring pass; 'always': a "
+                  "separate pass every round (the student after the epoch, dropout off)."},
+    )
     inversion_backend: Literal[VALID_INVERSE_BACKENDS] = field(
         default="fast", metadata={"help": "'fast' (batched, sage-hf) or 'umap-learn' (its inverse_transform, slow)."}
     )
@@ -177,6 +184,7 @@ class SageTrainingArguments(TrainingArguments):
         get_synthesis(self.synthesis)  # registered methods, built-in or not
         _one_of("synthesis_mode", self.synthesis_mode, SYNTHESIS_MODES)
         _one_of("regenerate", self.regenerate, REGENERATE)
+        _one_of("score_pass", self.score_pass, SCORE_PASSES)
         _one_of("inversion_backend", self.inversion_backend, VALID_INVERSE_BACKENDS)
         if self.n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {self.n_components}: set --n_components to 1 or more.")

@@ -25,7 +25,8 @@ def test_checkpoint_state_is_safetensors_and_json(tmp_path):
     assert state["map_cache_key"] == trainer.sage_engine.map.cache_key
     tensors = load_file(folder / "sage_state.safetensors")
     entries = trainer.sage_engine.buffer.contents()
-    assert set(tensors) == {"source", "teacher_logits", "synthetic", "columns.partner", "columns.mix"}
+    assert set(tensors) == {"source", "teacher_logits", "synthetic", "columns.partner", "columns.mix",
+                            "training_pass.losses", "training_pass.agree", "training_pass.seen"}
     torch.testing.assert_close(tensors["columns.mix"], entries.columns["mix"], atol=0, rtol=0)
 
 

@@ -30,6 +30,7 @@ class SageCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        self.trainer.sage_engine.training_pass.merge(self.trainer.accelerator)  # every rank's part of the epoch
         if args.should_save and os.path.isdir(folder):
             self.trainer.sage_engine.save(folder)
         return control

@@ -24,13 +24,14 @@ from .buffer import SageTrainBuffer, SyntheticSet, entry_batch
 from .config import RoundConfig
 from .decode import decode_synthetic
 from .sampling import sample_near_anchors
-from .scoring import pooled_layer1, score_examples
+from .scoring import TrainingPassScores, by_length, pooled_layer1, score_examples
 from .synthesis import ProposalContext, get_synthesis
 
 logger = logging.getLogger(__name__)
 
 STATE_TENSORS = "sage_state.safetensors"  # the buffer's entries
 STATE_JSON = "sage_state.json"  # round, history, stop reason, settings
+_PASS_PREFIX = "training_pass."  # the epoch's training-pass scores, in the same safetensors file
 
 
 @dataclass
@@ -47,6 +48,7 @@ class RoundReport:
     digest: str | None = None
     anchor_fallback: bool = False
     decoded: list[str] = field(default_factory=list)
+    scored_by: str = "scoring pass"  # or "training pass": the epoch's own losses
     generated: bool = True  # False: scored only (stopped, regenerate='once', max_rounds or the last epoch)
     stopped: bool = False  # the agreement threshold was reached: training should stop
     stop_reason: str | None = None
@@ -58,7 +60,7 @@ class RoundReport:
     axis_label: str = "umap"
 
     _RECORDED = ("round", "epoch", "synthetic_count", "agreement", "mean_loss", "anchors_mean_loss", "seconds",
-                 "digest", "anchor_fallback", "decoded")
+                 "digest", "anchor_fallback", "decoded", "scored_by")
 
     def record(self) -> dict:
         return {k: getattr(self, k) for k in self._RECORDED}
@@ -78,8 +80,8 @@ class RoundReport:
         secs = " ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
         anchors = "n/a" if self.anchors_mean_loss is None else f"{self.anchors_mean_loss:.4f}"
         return (f"SAGE round {self.round} (epoch {self.epoch:.2f}): agreement {self.agreement:.4f}, mean loss "
-                f"{self.mean_loss:.4f}, anchors' mean loss {anchors}, {self.synthetic_count} synthetic; {secs}; "
-                f"set {self.digest}")
+                f"{self.mean_loss:.4f} (scored by the {self.scored_by}), anchors' mean loss {anchors}, "
+                f"{self.synthetic_count} synthetic; {secs}; set {self.digest}")
 
 
 class SageEngine:
@@ -102,6 +104,10 @@ class SageEngine:
         self.buffer = SageTrainBuffer(real_features, labels, length, self.teacher_logits.shape[-1], self.method,
                                       self.sizes)
         self.buffer.fill(self._real_entries(np.arange(length) % n))
+        self.real_lengths = torch.tensor([len(ids) for ids in real_features["input_ids"]])
+        # Filled by SageTrainer.compute_loss when every real example is trained on each epoch.
+        self.training_pass = TrainingPassScores(n, config.difficulty_kwargs())
+        self.scored_by = "scoring pass"
         self.map_cache_dir = map_cache_dir
         self.map_key = map_key
         self.round = 0
@@ -111,6 +117,11 @@ class SageEngine:
         self.pooled: np.ndarray | None = None
         self.map = None  # the fitted reducer
         self._restored_map_key: str | None = None
+
+    @property
+    def observes_training(self) -> bool:
+        """Whether the training pass should record scores: real examples are in every epoch (augment mode)."""
+        return self.config.score_pass == "auto" and self.config.synthesis_mode == "augment"
 
     def _real_entries(self, indices) -> SyntheticSet:
         return SyntheticSet.real(indices, self.teacher_logits, self.method, self.sizes)
@@ -160,10 +171,20 @@ class SageEngine:
     def _scored_only(self, epoch, losses, rate, score_seconds, stopped=False) -> RoundReport:
         return RoundReport(round=self.round, epoch=epoch, synthetic_count=0, agreement=rate,
                            mean_loss=float(losses.mean()), seconds={"score": score_seconds}, generated=False,
-                           stopped=stopped, stop_reason=self.stop_reason)
+                           stopped=stopped, stop_reason=self.stop_reason, scored_by=self.scored_by)
 
     def score(self, student, accelerator=None) -> tuple[np.ndarray, np.ndarray]:
-        """Difficulty (soft-target loss) and agreement on every real example; each rank scores a shard."""
+        """Difficulty (soft-target loss) and agreement on every real example.
+
+        From the epoch's training pass where it met every real example (on some rank); otherwise (replace mode,
+        before any training, a truncated or resumed epoch without its saved scores, score_pass='always') from a
+        separate pass in which each rank scores a shard.
+        """
+        observed = self.training_pass.complete(accelerator) if self.observes_training else None
+        self.training_pass.reset()
+        self.scored_by = "scoring pass" if observed is None else "training pass"
+        if observed is not None:
+            return observed
         rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
         indices = np.arange(rank, self.n_real, world)
         losses, agree = score_examples(student, self.teacher, self.features, self.teacher_logits, indices,
@@ -220,22 +241,26 @@ class SageEngine:
                              seconds=seconds, digest=synthetic.digest(),
                              anchor_fallback=bool(selection.fell_back_to_uniform), stop_reason=self.stop_reason,
                              losses=losses, coords=self.map.embedding_, anchors=selection.indices,
-                             points=points.points, axis_label=cfg.reducer.name)
+                             points=points.points, axis_label=cfg.reducer.name, scored_by=self.scored_by)
         report.decoded = self._decode(synthetic)
         self.history.append(report.record())
         return report
 
-    @torch.no_grad()
     def label(self, entries: SyntheticSet) -> torch.Tensor:
-        """Teacher logits of synthetic entries, run from layer 1 in batches."""
+        """Teacher logits of synthetic entries (real ones keep their cached logits), from layer 1.
+
+        In inference mode, in batches of `teacher_batch_size` entries of similar length; rows in entry order.
+        """
         device = next(self.teacher.parameters()).device
-        size = self.config.teacher_batch_size
-        out = []
-        for start in range(0, len(entries), size):
-            batch = entry_batch(self.features, entries, self.method, range(start, min(start + size, len(entries))))
-            vectors, mask = self.method.materialise(self.teacher, {k: v.to(device) for k, v in batch.items()})
-            out.append(self.teacher.logits_from_layer1(vectors, mask).float().cpu())
-        return torch.cat(out) if out else torch.zeros(0, self.teacher_logits.shape[-1])
+        out = torch.zeros(len(entries), self.teacher_logits.shape[-1])
+        lengths = self.method.lengths(self.real_lengths, entries.source, entries.columns)
+        for rows in by_length(lengths.numpy(), self.config.teacher_batch_size):
+            batch = entry_batch(self.features, entries, self.method, rows.tolist())
+            with torch.inference_mode():
+                vectors, mask = self.method.materialise(self.teacher, {k: v.to(device) for k, v in batch.items()})
+                logits = self.teacher.logits_from_layer1(vectors, mask).float().cpu()
+            out[torch.from_numpy(rows)] = logits
+        return out
 
     def _decode(self, entries: SyntheticSet) -> list[str]:
         if not self.config.decode_examples or self.tokenizer is None or self.teacher.interface_layer != 0:
@@ -259,7 +284,9 @@ class SageEngine:
         from safetensors.torch import save_file
 
         folder = Path(folder)
-        save_file(self.buffer.contents().tensors(), folder / STATE_TENSORS)
+        tensors = self.buffer.contents().tensors()
+        tensors.update({_PASS_PREFIX + k: v for k, v in self.training_pass.tensors().items()})
+        save_file(tensors, folder / STATE_TENSORS)
         (folder / STATE_JSON).write_text(json.dumps(self.state_dict(), indent=1))
 
     def load(self, folder: str | Path) -> bool:
@@ -277,7 +304,12 @@ class SageEngine:
         if state["synthesis"] != self.config.synthesis:
             raise ValueError(f"Cannot resume from {folder}: it was trained with synthesis='{state['synthesis']}', "
                              f"but this run asks for synthesis='{self.config.synthesis}'.")
-        self.buffer.fill(SyntheticSet.from_tensors(load_file(folder / STATE_TENSORS)))
+        tensors = load_file(folder / STATE_TENSORS)
+        buffer = {k: v for k, v in tensors.items() if not k.startswith(_PASS_PREFIX)}
+        self.buffer.fill(SyntheticSet.from_tensors(buffer))
+        # A checkpoint written mid-epoch carries that epoch's scores so far: the resumed epoch completes them.
+        self.training_pass.load_tensors({k[len(_PASS_PREFIX):]: v for k, v in tensors.items()
+                                         if k.startswith(_PASS_PREFIX)})
         self.round, self.history, self.stop_reason = state["round"], state["history"], state["stop_reason"]
         self._restored_map_key = state["map_cache_key"]
         self.restored = True
