@@ -226,14 +226,9 @@ class SageTrainer(Trainer):
             self.push_to_hub(commit_message=f"Training in progress, step {self.state.global_step}")
 
     def _resolve_checkpoint(self, resume_from_checkpoint):
-        if resume_from_checkpoint is True:
-            from transformers.trainer_utils import get_last_checkpoint
+        from .resume import resolve_checkpoint
 
-            last = get_last_checkpoint(self.args.output_dir)
-            if last is None:
-                raise ValueError(f"No checkpoint found in output_dir ({self.args.output_dir}) to resume from.")
-            return last
-        return resume_from_checkpoint or None
+        return resolve_checkpoint(self.args.output_dir, resume_from_checkpoint, sage=self.sage_engine is not None)
 
     # ---- teacher -------------------------------------------------------------------------------------
     def _prepare_teacher(self, teacher: TeacherInterface) -> TeacherInterface:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,7 +288,10 @@ class SageEngine:
         tensors = self.buffer.contents().tensors()
         tensors.update({_PASS_PREFIX + k: v for k, v in self.training_pass.tensors().items()})
         save_file(tensors, folder / STATE_TENSORS)
-        (folder / STATE_JSON).write_text(json.dumps(self.state_dict(), indent=1))
+        # Written last and atomically: a checkpoint whose JSON reads back is complete (see SageTrainer.train).
+        partial = folder / f"{STATE_JSON}.partial"
+        partial.write_text(json.dumps(self.state_dict(), indent=1))
+        os.replace(partial, folder / STATE_JSON)
 
     def load(self, folder: str | Path) -> bool:
         """Restore the state saved in checkpoint `folder`; False when it has none (a run without SAGE)."""
