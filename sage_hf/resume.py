@@ -1,8 +1,9 @@
 """Which checkpoint a resumed run loads: the last complete one; a folder half-written by a killed save is skipped.
 
-Trainer writes a checkpoint in place: weights, optimizer, scheduler and RNG states, then trainer_state.json;
-SAGE then writes its tensors and, last and atomically, sage_state.json. A checkpoint is complete when those JSON
-files read back: everything written before them is there.
+A checkpoint is written in place: SAGE's tensors, then (atomically) sage_state.json, then Trainer's weights,
+optimizer, scheduler and RNG states, and last trainer_state.json. A checkpoint is complete when those JSON files
+read back: everything written before them is there. Trainer deletes older checkpoints (save_total_limit) only after
+trainer_state.json, so a complete one always remains.
 """
 
 from __future__ import annotations

@@ -190,6 +190,16 @@ class SageTrainer(Trainer):
         if self.args.should_save:
             torch.save(strip_tokens(self.args), os.path.join(output_dir or self.args.output_dir, TRAINING_ARGS_NAME))
 
+    def _save_checkpoint(self, model, trial) -> None:
+        """The SAGE state first, so Trainer's trainer_state.json, written last, marks a complete checkpoint."""
+        if self.sage_engine is not None:
+            self.sage_engine.training_pass.merge(self.accelerator)  # every rank's part of the epoch
+            if self.args.should_save:
+                folder = Path(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+                folder.mkdir(parents=True, exist_ok=True)
+                self.sage_engine.save(folder)
+        super()._save_checkpoint(model, trial)
+
     def export_student(self, folder: str | os.PathLike | None = None, **card_kwargs) -> Path:
         """The standard student (teacher input layer + student layers), tokenizer and model card in `folder`.
 

@@ -1,12 +1,10 @@
 """`SageCallback`: turns Trainer events into `SageEngine.step`, logs, `control` and the round plot.
 
-The engine's state (round, history, buffer) is saved into every checkpoint by `on_save` and restored by
-`SageTrainer.train`, so this callback keeps no state of its own.
+The engine's state (round, history, buffer) is saved into every checkpoint by `SageTrainer._save_checkpoint` and
+restored by `SageTrainer.train`, so this callback keeps no state of its own.
 """
 
 from __future__ import annotations
-
-import os
 
 from transformers import TrainerCallback
 
@@ -26,13 +24,6 @@ class SageCallback(TrainerCallback):
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self._step(args, state, control, epoch=state.epoch, last_epoch=state.global_step >= state.max_steps)
-        return control
-
-    def on_save(self, args, state, control, **kwargs):
-        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-        self.trainer.sage_engine.training_pass.merge(self.trainer.accelerator)  # every rank's part of the epoch
-        if args.should_save and os.path.isdir(folder):
-            self.trainer.sage_engine.save(folder)
         return control
 
     def _step(self, args, state, control, epoch: float, last_epoch: bool = False) -> None:

@@ -288,7 +288,7 @@ class SageEngine:
         tensors = self.buffer.contents().tensors()
         tensors.update({_PASS_PREFIX + k: v for k, v in self.training_pass.tensors().items()})
         save_file(tensors, folder / STATE_TENSORS)
-        # Written last and atomically: a checkpoint whose JSON reads back is complete (see SageTrainer.train).
+        # Written after the tensors and atomically: a JSON that reads back means the state is complete.
         partial = folder / f"{STATE_JSON}.partial"
         partial.write_text(json.dumps(self.state_dict(), indent=1))
         os.replace(partial, folder / STATE_JSON)
