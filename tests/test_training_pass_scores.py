@@ -1,6 +1,7 @@
 """Round scores from the training pass (augment mode) or a separate pass, and the inference passes' order."""
 
 import numpy as np
+import pytest
 import torch
 from sage_testing import make_trainer
 
@@ -86,3 +87,15 @@ def test_real_examples_are_never_labelled_again(tmp_path):
     trainer.train()
     rounds = len(trainer.sage_engine.history)
     assert rounds == 3 and sum(rows) == 24 * rounds  # only the synthetic entries, once each
+
+
+def test_gradient_accumulation_still_scores_from_the_training_pass(tmp_path):
+    trainer = make_trainer(tmp_path, n=48, synthesis_mode="augment", synthetic_count=24, num_train_epochs=2,
+                           per_device_train_batch_size=8, gradient_accumulation_steps=3)
+    trainer.train()
+    assert _scored_by(trainer) == ["scoring pass", "training pass"]
+
+
+def test_an_unknown_score_pass_names_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="score_pass.*auto.*always"):
+        make_trainer(tmp_path, score_pass="never")
