@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from sage_testing import make_trainer
 
 from sage_hf.rounds.scoring import pooled_layer1, score_examples
+
+from testing_utils import make_trainer
 
 
 def _scored_by(trainer) -> list[str]:
