@@ -45,9 +45,9 @@ SYSTEMS: dict[str, dict] = {
     # sequence-level inversion: (1 - t) anchor + t map-neighbour, token by token (see README, Results)
     "sage_interpolate": {"synthesis": "interpolate"},
     "sage_interpolate_none": {"synthesis": "interpolate", "reducer": "none"},
-    # fields the lead adds to SageTrainingArguments (adversarial_steps/_radius, hidden_loss, alpha_hidden); until
-    # they exist a cell of these systems is recorded as an error, see check_overrides
     "sage_adversarial": {"synthesis": "adversarial"},
+    # the control: the map's hard anchors repeated, nothing synthesised
+    "sage_repeat": {"synthesis": "repeat"},
     "kd_hidden": {"sage": False, "hidden_loss": "mse"},
     "sage_hidden": {"hidden_loss": "mse"},
     "textbrewer_kd": {"peer": "textbrewer_kd"},

@@ -96,7 +96,8 @@ class SageTrainingArguments(TrainingArguments):
                   "sampler's anchor -> neighbour position applied to whole sequences, (1 - t) anchor + t neighbour, "
                   "token by token (no vector inversion needed). 'adversarial': the anchor's sequence moved, token "
                   "by token, up the student-teacher divergence (a few gradient steps, each token within "
-                  "adversarial_radius x its norm)."},
+                  "adversarial_radius x its norm). 'repeat': exact copies of the anchors (the control: "
+                  "re-weighting hard examples without synthesising anything)."},
     )
     synthesis_mode: Literal[SYNTHESIS_MODES] = field(
         default="augment",

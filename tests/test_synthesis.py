@@ -15,19 +15,20 @@ from testing_utils import make_trainer, sage_args, tiny_dataset, tiny_teacher, t
 
 # ---- the registry ------------------------------------------------------------------------------------------
 def test_registry_names_the_built_in_methods_and_their_columns():
-    assert SYNTHESIS_METHODS == ("shift", "interpolate", "adversarial")
+    assert SYNTHESIS_METHODS == ("shift", "interpolate", "adversarial", "repeat")
     assert [m.name for m in synthesis_methods()][:3] == ["shift", "interpolate", "adversarial"]
     assert get_synthesis("shift").needs_inverse and not get_synthesis("interpolate").needs_inverse
     assert set(get_synthesis("shift").columns()) == {"shift"}
     assert set(get_synthesis("interpolate").columns()) == {"partner", "mix"}
     assert set(get_synthesis("adversarial").columns()) == {"delta"} and not get_synthesis("adversarial").needs_inverse
-    with pytest.raises(ValueError, match="Unknown synthesis 'mixup': choose one of shift, interpolate, adversarial"):
+    message = "Unknown synthesis 'mixup': choose one of shift, interpolate, adversarial, repeat"
+    with pytest.raises(ValueError, match=message):
         get_synthesis("mixup")
 
 
 def test_help_lists_the_choices_of_every_choice_field():
     text = " ".join(HfArgumentParser(SageTrainingArguments).format_help().split())
-    for choices in ("--synthesis {shift,interpolate,adversarial}", "--hidden_loss {none,mse,cosine}",
+    for choices in ("--synthesis {shift,interpolate,adversarial,repeat}", "--hidden_loss {none,mse,cosine}",
                     "--reducer {umap,pca,none}", "--kd_loss {kl,mse}",
                     "--synthesis_mode {replace,augment}", "--regenerate {every_epoch,once}",
                     "--pooling {mean,first}", "--reducer_metric {euclidean,cosine}",
@@ -132,3 +133,24 @@ def test_interpolate_trains_and_lowers_the_loss(tmp_path):
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(trainer.sage_engine.history) == 3 and losses[-1] < losses[0]
+
+
+def test_repeat_copies_the_anchors_with_their_cached_teacher_logits_and_runs_no_teacher(tmp_path, monkeypatch):
+    trainer = make_trainer(tmp_path, n=64, synthesis="repeat", synthesis_mode="augment", synthetic_count=16)
+    engine = trainer.sage_engine
+    calls = []
+    original = engine.teacher.logits_from_layer1
+    monkeypatch.setattr(engine.teacher, "logits_from_layer1", lambda *a, **k: calls.append(1) or original(*a, **k))
+    losses = np.linspace(0.0, 1.0, 64, dtype=np.float32)
+    engine.run_round(trainer.model, losses, np.zeros(64, bool), epoch=0.0)
+    entries = engine.buffer.contents()
+    synthetic = entries.synthetic.nonzero().flatten()
+    assert len(synthetic) == 16 and not calls, "a copy keeps its anchor's cached label"
+    anchors = entries.source[synthetic]
+    assert set(anchors.tolist()) <= set(np.argsort(losses)[-13:].tolist())  # the top 20% by loss
+    torch.testing.assert_close(entries.teacher_logits[synthetic], engine.teacher_logits[anchors], rtol=0, atol=0)
+    batch = trainer.data_collator([engine.buffer[int(i)] for i in synthetic[:4]])
+    batch.pop("teacher_logits")
+    _, _, logits, _ = trainer._layer1_and_teacher(batch)
+    torch.testing.assert_close(logits, engine.teacher_logits[anchors[:4]], rtol=0, atol=1e-5)
+

@@ -231,7 +231,10 @@ class SageEngine:
         seconds["invert"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        synthetic.teacher_logits = self.label(synthetic)
+        if self.method.labels_from_cache:
+            synthetic.teacher_logits = self.teacher_logits[anchors].clone()
+        else:
+            synthetic.teacher_logits = self.label(synthetic)
         seconds["label"] = time.perf_counter() - start
 
         if cfg.synthesis_mode == "augment":

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .adversarial import AdversarialSynthesis
 from .base import Column, ProposalContext, SynthesisMethod, layer1_of
 from .interpolate import InterpolateSynthesis
+from .repeat import RepeatSynthesis
 from .shift import ShiftSynthesis
 
 _METHODS: dict[str, SynthesisMethod] = {}
@@ -33,6 +34,7 @@ def synthesis_methods() -> tuple[SynthesisMethod, ...]:
 register(ShiftSynthesis)
 register(InterpolateSynthesis)
 register(AdversarialSynthesis)
+register(RepeatSynthesis)
 SYNTHESIS_METHODS = tuple(_METHODS)  # the built-in names, for `Literal` choices
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "Column",
     "InterpolateSynthesis",
     "ProposalContext",
+    "RepeatSynthesis",
     "ShiftSynthesis",
     "SynthesisMethod",
     "get_synthesis",

@@ -56,6 +56,7 @@ class SynthesisMethod(abc.ABC):
     name: ClassVar[str]
     needs_inverse: ClassVar[bool]  # whether `propose` maps points back through the map's inverse
     item_keys: ClassVar[tuple[str, ...]] = ()  # batch keys `item` adds (the trainer keeps these columns)
+    labels_from_cache: ClassVar[bool] = False  # entries are unchanged real examples: their cached logits hold
 
     @abc.abstractmethod
     def columns(self) -> dict[str, Column]:
