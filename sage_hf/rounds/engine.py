@@ -223,7 +223,7 @@ class SageEngine:
         start = time.perf_counter()
         ctx = ProposalContext(anchors=selection.indices, points=points, map=self.map, pooled=self.pooled,
                               teacher=self.teacher, student=student, features=self.features, rng=rng, config=cfg,
-                              show_progress=self._is_main())
+                              show_progress=self._is_main(), teacher_logits=self.teacher_logits)
         anchors = torch.as_tensor(selection.indices, dtype=torch.long)
         m = len(anchors)
         synthetic = SyntheticSet(anchors, torch.zeros(m, self.teacher_logits.shape[-1]),

@@ -50,7 +50,13 @@ class AdversarialSynthesis(SynthesisMethod):
                 batch = {k: v.to(device) for k, v in batch.items()}
                 with torch.no_grad():
                     vectors, mask = layer1_of(teacher, batch)
-                    target = None if cfg.adversarial_through_teacher else teacher_logits(vectors, mask)
+                if cfg.adversarial_through_teacher:
+                    target = None
+                elif ctx.teacher_logits is not None:  # the clean anchors' labels: from the cache
+                    target = ctx.teacher_logits[torch.as_tensor(rows, dtype=torch.long)].to(device)
+                else:
+                    with torch.no_grad():
+                        target = teacher_logits(vectors, mask)
                 delta = adversarial_delta(student_logits, vectors.float(), mask, steps=cfg.adversarial_steps,
                                           rho=cfg.adversarial_radius, temperature=cfg.difficulty_temperature,
                                           teacher=teacher_logits if cfg.adversarial_through_teacher else None,

@@ -47,6 +47,7 @@ class ProposalContext:
     features: dict[str, list]  # the tokenized real examples
     rng: np.random.Generator
     config: RoundConfig
+    teacher_logits: torch.Tensor | None = None  # (n, labels) cached teacher logits of the real examples
     show_progress: bool = False
 
 
