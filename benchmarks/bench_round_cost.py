@@ -1,26 +1,28 @@
 #!/usr/bin/env python
 """What SAGE's rounds cost: plain KD and default SAGE at the same optimiser steps, in one process.
 
-    python benchmarks/bench_round_cost.py --glue_dir ../shared/data/glue --n_train 500 --epochs 3
+    python benchmarks/bench_round_cost.py --glue_dir ../shared/data/glue --tasks sst2 cola mrpc rte stsb \
+        --n_train 1000 --epochs 3
 
-Both distil the same teacher (the packaged MiniLM) into the same student from the same cached teacher logits;
+Per task (the protocol suite's five, at its sequence lengths and 3-layer student), both distil the same teacher
+(the packaged MiniLM) into the same student from the same cached teacher logits, on `--n_train` examples drawn
+from the task's train set with a fixed seed;
 SAGE's seconds include its rounds (scoring, map, synthesis, labelling). The map is fitted (or loaded from
 `--map_cache_dir`) before timing unless `--time_map_fit`: it is fitted once per teacher and data, and cached.
 Without `--teacher` the MiniLM gets a random, sharpened task head (a teacher for timing, not for accuracy).
 `--compare_anchors` also reports, for every round scored by the training pass, the Jaccard index between its
 anchor set and the one a separate scoring pass would give (an extra, untimed run).
 
-The last line is machine-readable: ``round cost: SAGE/KD training seconds <R> (KD <a>s, SAGE <b>s, <s> steps)``.
+One line per task is machine-readable: ``round cost <task>: SAGE/KD training seconds <R> (KD <a>s, SAGE <b>s,
+<s> steps)``; the last line gives the largest ratio over the tasks.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,26 +41,34 @@ from sage_hf.rounds.scoring import score_examples
 logger = logging.getLogger(__name__)
 
 
-def sst2_sentences(glue_dir: str, n: int, seed: int = 0) -> list[str]:
-    with open(Path(glue_dir) / "SST-2" / "train.tsv", newline="") as f:
-        rows = [r["sentence"] for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
-    return [rows[i] for i in np.random.default_rng(seed).choice(len(rows), size=n, replace=False)]
+# The protocol suite's sequence lengths (benchmarks/cell.py, SUITES["protocol"]).
+PROTOCOL_LENGTHS = {"sst2": 64, "cola": 64, "mrpc": 128, "rte": 128, "stsb": 128}
 
 
-def teacher_and_data(args):
+def task_examples(glue_dir: str, task: str, n: int, seed: int = 0):
+    """`n` train examples of a GLUE task drawn with a fixed seed (all of them when it has fewer)."""
+    from sage_hf.data.glue import get_task, load_glue
+
+    train = load_glue(task, glue_dir, splits="train")["train"]
+    rows = np.random.default_rng(seed).permutation(len(train))[: min(n, len(train))]
+    return train.select(sorted(rows.tolist())), get_task(task)
+
+
+def teacher_and_data(args, task: str):
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = args.teacher or str(default_teacher_path())
+    examples, spec = task_examples(args.glue_dir, task, args.n_train, args.seed)
     tokenizer = AutoTokenizer.from_pretrained(path)
     torch.manual_seed(args.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=spec.num_labels)
     if not args.teacher:
         with torch.no_grad():
             model.classifier.weight.mul_(args.sharpen)
     teacher = TeacherInterface(model.eval())
-    encoded = tokenizer(sst2_sentences(args.glue_dir, args.n_train, args.seed), truncation=True,
-                        max_length=args.max_length)
+    texts = [examples[c] for c in spec.text_columns]
+    encoded = tokenizer(*texts, truncation=True, max_length=args.max_length or PROTOCOL_LENGTHS.get(task, 128))
     data = Dataset.from_dict(dict(encoded))
     return teacher, tokenizer, cache_teacher_logits(teacher, data, batch_size=args.teacher_batch_size)
 
@@ -103,12 +113,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--glue_dir", default="../shared/data/glue")
     parser.add_argument("--teacher", default=None, help="A fine-tuned sequence-classification teacher folder.")
-    parser.add_argument("--n_train", type=int, default=500)
-    parser.add_argument("--max_length", type=int, default=64)
+    parser.add_argument("--tasks", nargs="+", default=["sst2"], choices=sorted(PROTOCOL_LENGTHS))
+    parser.add_argument("--n_train", type=int, default=1000, help="Train examples per task (fewer if it has fewer).")
+    parser.add_argument("--max_length", type=int, default=None, help="Default: the protocol suite's, per task.")
+    parser.add_argument("--synthesis", default="shift", help="The SAGE run's synthesis method.")
     parser.add_argument("--epochs", type=int, default=3, help="SAGE epochs; both runs get SAGE's step count.")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--teacher_batch_size", type=int, default=128)
-    parser.add_argument("--student_layers", type=int, default=2)
+    parser.add_argument("--student_layers", type=int, default=3)
     parser.add_argument("--sharpen", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--map_cache_dir", default=None)
@@ -117,21 +129,29 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     work = tempfile.mkdtemp(prefix="bench_round_cost_")
-    args.map_cache_dir = args.map_cache_dir or f"{work}/maps"
 
-    teacher, tokenizer, data = teacher_and_data(args)
+    ratios = {task: measure(args, task, f"{work}/{task}") for task in args.tasks}
+    worst = max(ratios, key=ratios.get)
+    print(f"round cost: SAGE/KD training seconds, largest over {len(ratios)} tasks {ratios[worst]:.3f} ({worst}); "
+          + ", ".join(f"{task} {r:.3f}" for task, r in ratios.items()))
+
+
+def measure(args, task: str, work: str) -> float:
+    """KD and SAGE on one task, side by side; returns SAGE's training seconds over KD's."""
+    teacher, tokenizer, data = teacher_and_data(args, task)
     # SAGE's default (augment) epoch is real + as many synthetic entries: both runs take that many steps.
-    args.steps = args.epochs * -(-2 * len(data) // args.batch_size)
+    args = argparse.Namespace(**{**vars(args), "steps": args.epochs * -(-2 * len(data) // args.batch_size),
+                                 "map_cache_dir": args.map_cache_dir or f"{work}/maps"})
     if not args.time_map_fit:
         run(teacher, tokenizer, data, args, f"{work}/map").sage_engine.ensure_map()
     seconds, sage = {}, None
-    for name, overrides in (("kd", {"sage": False}), ("sage", {})):
+    for name, overrides in (("kd", {"sage": False}), ("sage", {"synthesis": args.synthesis})):
         trainer = run(teacher, tokenizer, data, args, f"{work}/{name}", **overrides)
         start = time.perf_counter()
         trainer.train()
         seconds[name] = time.perf_counter() - start
         sage = trainer if name == "sage" else sage
-        print(f"{name}: {seconds[name]:.1f}s for {trainer.state.global_step} optimiser steps")
+        print(f"{task} {name}: {seconds[name]:.1f}s for {trainer.state.global_step} optimiser steps")
     for record in sage.sage_engine.history:
         parts = " ".join(f"{k} {v:.2f}s" for k, v in record["seconds"].items())
         print(f"  round {record['round']} (scored by the {record['scored_by']}): {parts}")
@@ -139,8 +159,10 @@ def main() -> None:
         jaccards = compare_anchors(run(teacher, tokenizer, data, args, f"{work}/compare"))
         print("anchor sets, training pass vs scoring pass, Jaccard per round: "
               + ", ".join(f"{j:.3f}" for j in jaccards))
-    print(f"round cost: SAGE/KD training seconds {seconds['sage'] / seconds['kd']:.3f} (KD {seconds['kd']:.1f}s, "
-          f"SAGE {seconds['sage']:.1f}s, {args.steps} steps)")
+    ratio = seconds["sage"] / seconds["kd"]
+    print(f"round cost {task}: SAGE/KD training seconds {ratio:.3f} (KD {seconds['kd']:.1f}s, "
+          f"SAGE {seconds['sage']:.1f}s, {args.steps} steps)", flush=True)
+    return ratio
 
 
 if __name__ == "__main__":

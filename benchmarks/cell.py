@@ -48,6 +48,8 @@ SYSTEMS: dict[str, dict] = {
     "sage_adversarial": {"synthesis": "adversarial"},
     # the control: the map's hard anchors repeated, nothing synthesised
     "sage_repeat": {"synthesis": "repeat"},
+    # new sentences: a fraction of each hard anchor's tokens swapped for embedding neighbours (TinyBERT-style)
+    "sage_swap": {"synthesis": "swap"},
     "kd_hidden": {"sage": False, "hidden_loss": "mse"},
     "sage_hidden": {"hidden_loss": "mse"},
     "textbrewer_kd": {"peer": "textbrewer_kd"},

@@ -97,7 +97,9 @@ class SageTrainingArguments(TrainingArguments):
                   "token by token (no vector inversion needed). 'adversarial': the anchor's sequence moved, token "
                   "by token, up the student-teacher divergence (a few gradient steps, each token within "
                   "adversarial_radius x its norm). 'repeat': exact copies of the anchors (the control: "
-                  "re-weighting hard examples without synthesising anything)."},
+                  "re-weighting hard examples without synthesising anything). 'swap': the anchor sentence with "
+                  "swap_fraction of its tokens replaced by nearest neighbours in the teacher's embedding table "
+                  "(new sentences of real tokens)."},
     )
     synthesis_mode: Literal[SYNTHESIS_MODES] = field(
         default="augment",
@@ -148,6 +150,14 @@ class SageTrainingArguments(TrainingArguments):
         default=True,
         metadata={"help": "synthesis='adversarial': re-run the teacher on the perturbed input at every step (its "
                   "gradient flows too); False keeps the clean anchor's teacher logits as the target (cheaper)."},
+    )
+    swap_fraction: float = field(
+        default=0.3, metadata={"help": "synthesis='swap': the fraction of an anchor's tokens replaced (at least one)."}
+    )
+    swap_candidates: int = field(
+        default=8,
+        metadata={"help": "synthesis='swap': a replaced token becomes one of its this many nearest neighbours (cosine "
+                  "of the teacher's input embeddings), drawn uniformly."},
     )
 
     # ---- intermediate layers -------------------------------------------------------------------------
@@ -216,6 +226,10 @@ class SageTrainingArguments(TrainingArguments):
             raise ValueError(f"adversarial_steps must be >= 1, got {self.adversarial_steps}.")
         if not self.adversarial_radius > 0:
             raise ValueError(f"adversarial_radius must be > 0, got {self.adversarial_radius}.")
+        if not 0 < self.swap_fraction <= 1:
+            raise ValueError(f"swap_fraction must be in (0, 1], got {self.swap_fraction}.")
+        if self.swap_candidates < 1:
+            raise ValueError(f"swap_candidates must be >= 1, got {self.swap_candidates}.")
         _one_of("hidden_loss", self.hidden_loss, HIDDEN_LOSSES)
         if self.alpha_hidden < 0:
             raise ValueError(f"alpha_hidden must be >= 0, got {self.alpha_hidden}.")

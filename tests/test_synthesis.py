@@ -15,7 +15,7 @@ from testing_utils import make_trainer, sage_args, tiny_dataset, tiny_teacher, t
 
 # ---- the registry ------------------------------------------------------------------------------------------
 def test_registry_names_the_built_in_methods_and_their_columns():
-    assert SYNTHESIS_METHODS == ("shift", "interpolate", "adversarial", "repeat")
+    assert SYNTHESIS_METHODS == ("shift", "interpolate", "adversarial", "repeat", "swap")
     assert [m.name for m in synthesis_methods()][:3] == ["shift", "interpolate", "adversarial"]
     assert get_synthesis("shift").needs_inverse and not get_synthesis("interpolate").needs_inverse
     assert set(get_synthesis("shift").columns()) == {"shift"}
@@ -28,7 +28,7 @@ def test_registry_names_the_built_in_methods_and_their_columns():
 
 def test_help_lists_the_choices_of_every_choice_field():
     text = " ".join(HfArgumentParser(SageTrainingArguments).format_help().split())
-    for choices in ("--synthesis {shift,interpolate,adversarial,repeat}", "--hidden_loss {none,mse,cosine}",
+    for choices in ("--synthesis {shift,interpolate,adversarial,repeat,swap}", "--hidden_loss {none,mse,cosine}",
                     "--reducer {umap,pca,none}", "--kd_loss {kl,mse}",
                     "--synthesis_mode {replace,augment}", "--regenerate {every_epoch,once}",
                     "--pooling {mean,first}", "--reducer_metric {euclidean,cosine}",

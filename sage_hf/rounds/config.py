@@ -38,6 +38,8 @@ class RoundConfig:
     adversarial_steps: int = 3
     adversarial_radius: float = 0.1
     adversarial_through_teacher: bool = True
+    swap_fraction: float = 0.3
+    swap_candidates: int = 8
     score_pass: str = "auto"
 
     @classmethod
@@ -54,7 +56,8 @@ class RoundConfig:
                    agreement_threshold=args.agreement_threshold, num_train_epochs=args.num_train_epochs,
                    decode_examples=args.decode_examples, adversarial_steps=args.adversarial_steps,
                    adversarial_radius=args.adversarial_radius,
-                   adversarial_through_teacher=args.adversarial_through_teacher, score_pass=args.score_pass)
+                   adversarial_through_teacher=args.adversarial_through_teacher, swap_fraction=args.swap_fraction,
+                   swap_candidates=args.swap_candidates, score_pass=args.score_pass)
 
     def difficulty_kwargs(self) -> dict:
         """Keyword arguments of `distillation_loss_per_example` for the difficulty: the soft-target loss alone."""

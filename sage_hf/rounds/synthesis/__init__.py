@@ -11,6 +11,7 @@ from .base import Column, ProposalContext, SynthesisMethod, layer1_of
 from .interpolate import InterpolateSynthesis
 from .repeat import RepeatSynthesis
 from .shift import ShiftSynthesis
+from .swap import SwapSynthesis
 
 _METHODS: dict[str, SynthesisMethod] = {}
 
@@ -35,6 +36,7 @@ register(ShiftSynthesis)
 register(InterpolateSynthesis)
 register(AdversarialSynthesis)
 register(RepeatSynthesis)
+register(SwapSynthesis)
 SYNTHESIS_METHODS = tuple(_METHODS)  # the built-in names, for `Literal` choices
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "ProposalContext",
     "RepeatSynthesis",
     "ShiftSynthesis",
+    "SwapSynthesis",
     "SynthesisMethod",
     "get_synthesis",
     "layer1_of",
