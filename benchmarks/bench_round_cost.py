@@ -67,7 +67,7 @@ def teacher_and_data(args, task: str):
         with torch.no_grad():
             model.classifier.weight.mul_(args.sharpen)
     teacher = TeacherInterface(model.eval())
-    texts = [examples[c] for c in spec.text_columns]
+    texts = [list(examples[c]) for c in spec.text_columns]
     encoded = tokenizer(*texts, truncation=True, max_length=args.max_length or PROTOCOL_LENGTHS.get(task, 128))
     data = Dataset.from_dict(dict(encoded))
     return teacher, tokenizer, cache_teacher_logits(teacher, data, batch_size=args.teacher_batch_size)

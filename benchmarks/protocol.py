@@ -43,19 +43,27 @@ def cell_steps(task: str, system: str, spec: dict, transfer_sst2: int | None, ov
 
 
 def rates(report: dict, device: str) -> tuple[dict, dict]:
-    """Seconds per step per task and teacher examples per second: recorded defaults, refined by finished work."""
-    per_step = dict(SECONDS_PER_STEP[device])
-    for task in per_step:
-        done = [c["wall_s"] / c["steps"] for c in report.get("cells", [])
-                if c["task"] == task and c.get("error") is None and c.get("steps") and c.get("wall_s")
-                and c.get("device", "cpu") == device]
-        if done:
-            per_step[task] = float(np.mean(done))
-    teacher = dict(TEACHER_EXAMPLES_PER_S[device])
-    for task, t in report.get("teachers", {}).items():
-        if t.get("error") is None and t.get("train_examples") and t.get("seconds") and t.get("device") == device:
-            teacher[task] = t["train_examples"] * t["epochs"] / t["seconds"]
+    """Seconds per step per task and teacher examples per second: recorded defaults, refined by finished work.
+
+    A task with finished cells (or a trained teacher) on this device uses their mean; the others get the recorded
+    default scaled by how much faster or slower the finished ones ran than their defaults (this machine's speed).
+    """
+    per_step = _calibrated(SECONDS_PER_STEP[device], {
+        task: [c["wall_s"] / c["steps"] for c in report.get("cells", [])
+               if c["task"] == task and c.get("error") is None and c.get("steps") and c.get("wall_s")
+               and c.get("device", "cpu") == device]
+        for task in SECONDS_PER_STEP[device]})
+    teacher = _calibrated(TEACHER_EXAMPLES_PER_S[device], {
+        task: [t["train_examples"] * t["epochs"] / t["seconds"]]
+        for task, t in report.get("teachers", {}).items()
+        if t.get("error") is None and t.get("train_examples") and t.get("seconds") and t.get("device") == device})
     return per_step, teacher
+
+
+def _calibrated(defaults: dict, measured: dict) -> dict:
+    found = {task: float(np.mean(v)) for task, v in measured.items() if v and task in defaults}
+    scale = float(np.exp(np.mean([np.log(v / defaults[t]) for t, v in found.items()]))) if found else 1.0
+    return {task: found.get(task, default * scale) for task, default in defaults.items()}
 
 
 def estimate(cells: list, teachers: list, report: dict, spec: dict, systems: dict, device: str,

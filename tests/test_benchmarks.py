@@ -256,8 +256,12 @@ def test_estimate_uses_recorded_rates_then_finished_cells(tmp_path):
     assert est["teachers"]["rte"] == pytest.approx(3 * 2490 / protocol.TEACHER_EXAMPLES_PER_S["cpu"]["rte"])
     done = {"cells": [{"task": "rte", "system": "sage", "seed": 0, "steps": 100, "wall_s": 300.0, "error": None,
                        "device": "cpu"}]}
-    est = protocol.estimate([("rte", "kd", 1)], [], done, spec, bench.SYSTEMS, "cpu", None)
+    est = protocol.estimate([("rte", "kd", 1), ("cola", "kd", 0)], [], done, spec, bench.SYSTEMS, "cpu", None)
     assert est["cells"][("rte", "kd", 1)] == pytest.approx(rte_steps * 3.0)
+    # a task without finished cells runs as much slower (or faster) than its default as the finished ones did
+    speed = 3.0 / protocol.SECONDS_PER_STEP["cpu"]["rte"]
+    cola = protocol.cell_steps("cola", "kd", spec, None, {}) * protocol.SECONDS_PER_STEP["cpu"]["cola"]
+    assert est["cells"][("cola", "kd", 0)] == pytest.approx(cola * speed)
     assert "Estimated time" in protocol.estimate_text(est)
 
 

@@ -34,7 +34,7 @@ def special_token_ids(features: dict[str, list]) -> set[int]:
 
 @torch.no_grad()
 def nearest_neighbour_ids(embeddings: torch.Tensor, ids: torch.Tensor, k: int, banned: torch.Tensor,
-                          chunk: int = 2048) -> torch.Tensor:
+                          chunk: int = 1024) -> torch.Tensor:
     """(len(ids), k): each id's k nearest vocabulary ids by cosine similarity of input embeddings, itself and
     `banned` ids excluded."""
     table = torch.nn.functional.normalize(embeddings.float(), dim=-1)
