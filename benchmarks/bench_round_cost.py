@@ -117,6 +117,8 @@ def main() -> None:
     parser.add_argument("--n_train", type=int, default=1000, help="Train examples per task (fewer if it has fewer).")
     parser.add_argument("--max_length", type=int, default=None, help="Default: the protocol suite's, per task.")
     parser.add_argument("--synthesis", default="shift", help="The SAGE run's synthesis method.")
+    parser.add_argument("--round_precision", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="The SAGE run's labelling precision (the library default: auto).")
     parser.add_argument("--epochs", type=int, default=3, help="SAGE epochs; both runs get SAGE's step count.")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--teacher_batch_size", type=int, default=128)
@@ -144,24 +146,30 @@ def measure(args, task: str, work: str) -> float:
                                  "map_cache_dir": args.map_cache_dir or f"{work}/maps"})
     if not args.time_map_fit:
         run(teacher, tokenizer, data, args, f"{work}/map").sage_engine.ensure_map()
-    seconds, sage = {}, None
-    for name, overrides in (("kd", {"sage": False}), ("sage", {"synthesis": args.synthesis})):
+    seconds = {}
+    runs = [("kd", {"sage": False}), ("sage", {"synthesis": args.synthesis, "round_precision": args.round_precision})]
+    if args.round_precision != "float32":  # the float32 labelling run beside it, for the difference
+        runs.append(("sage_float32", {"synthesis": args.synthesis, "round_precision": "float32"}))
+    for name, overrides in runs:
         trainer = run(teacher, tokenizer, data, args, f"{work}/{name}", **overrides)
         start = time.perf_counter()
         trainer.train()
         seconds[name] = time.perf_counter() - start
-        sage = trainer if name == "sage" else sage
+        if name == "sage":
+            print(f"  labels in {trainer.sage_engine.config.round_precision}")
         print(f"{task} {name}: {seconds[name]:.1f}s for {trainer.state.global_step} optimiser steps")
-    for record in sage.sage_engine.history:
-        parts = " ".join(f"{k} {v:.2f}s" for k, v in record["seconds"].items())
-        print(f"  round {record['round']} (scored by the {record['scored_by']}): {parts}")
+        for record in trainer.sage_engine.history if name != "kd" else []:
+            parts = " ".join(f"{k} {v:.2f}s" for k, v in record["seconds"].items())
+            print(f"  round {record['round']} (scored by the {record['scored_by']}): {parts}")
     if args.compare_anchors:
         jaccards = compare_anchors(run(teacher, tokenizer, data, args, f"{work}/compare"))
         print("anchor sets, training pass vs scoring pass, Jaccard per round: "
               + ", ".join(f"{j:.3f}" for j in jaccards))
     ratio = seconds["sage"] / seconds["kd"]
+    fp32 = (f"; float32 labels {seconds['sage_float32'] / seconds['kd']:.3f} ({seconds['sage_float32']:.1f}s)"
+            if "sage_float32" in seconds else "")
     print(f"round cost {task}: SAGE/KD training seconds {ratio:.3f} (KD {seconds['kd']:.1f}s, "
-          f"SAGE {seconds['sage']:.1f}s, {args.steps} steps)", flush=True)
+          f"SAGE {seconds['sage']:.1f}s, {args.steps} steps{fp32})", flush=True)
     return ratio
 
 

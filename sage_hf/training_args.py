@@ -19,6 +19,7 @@ from .rounds.synthesis import SYNTHESIS_METHODS, get_synthesis
 SYNTHESIS_MODES = ("replace", "augment")
 REGENERATE = ("every_epoch", "once")
 SCORE_PASSES = ("auto", "always")
+ROUND_PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass
@@ -115,6 +116,14 @@ class SageTrainingArguments(TrainingArguments):
                   "trained on every real example (augment mode), else by a separate scoring pass; 'always': a "
                   "separate pass every round (the student after the epoch, dropout off)."},
     )
+    round_precision: Literal[ROUND_PRECISIONS] = field(
+        default="auto",
+        metadata={"help": "Precision of a round's inference passes (the teacher labelling synthetic examples, the "
+                  "scoring pass): 'bfloat16' (autocast; 2.6-3.7x faster teacher passes where the hardware multiplies "
+                  "bf16 natively, logits within about 1e-3 of float32's on MiniLM), 'float32', or 'auto': bfloat16 "
+                  "on a GPU with bf16 or a CPU with AMX tiles, else float32. Real examples' teacher logits are "
+                  "always cached in float32, and training precision is untouched."},
+    )
     inversion_backend: Literal[VALID_INVERSE_BACKENDS] = field(
         default="fast", metadata={"help": "'fast' (batched, sage-hf) or 'umap-learn' (its inverse_transform, slow)."}
     )
@@ -196,6 +205,7 @@ class SageTrainingArguments(TrainingArguments):
         _one_of("synthesis_mode", self.synthesis_mode, SYNTHESIS_MODES)
         _one_of("regenerate", self.regenerate, REGENERATE)
         _one_of("score_pass", self.score_pass, SCORE_PASSES)
+        _one_of("round_precision", self.round_precision, ROUND_PRECISIONS)
         _one_of("inversion_backend", self.inversion_backend, VALID_INVERSE_BACKENDS)
         if self.n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {self.n_components}: set --n_components to 1 or more.")

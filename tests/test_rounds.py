@@ -201,6 +201,29 @@ def test_length_grouping_follows_the_current_entries(tmp_path):
 
 
 
+# ---- labelling precision -----------------------------------------------------------------------------------
+def test_bfloat16_round_passes_are_close_to_float32_and_auto_follows_the_hardware(tmp_path, monkeypatch):
+    from sage_hf.rounds import config as round_config
+
+    labels, scores = {}, {}
+    for precision in ("float32", "bfloat16"):
+        trainer = make_trainer(tmp_path / precision, n=64, synthetic_count=16, round_precision=precision)
+        engine = trainer.sage_engine
+        scores[precision] = torch.from_numpy(engine.score(trainer.model)[0])
+        engine.run_round(trainer.model, np.linspace(0, 1, 64, dtype=np.float32), np.zeros(64, bool), epoch=0.0)
+        labels[precision] = engine.buffer.contents().teacher_logits
+    assert not torch.equal(labels["float32"], labels["bfloat16"])  # the autocast did run
+    torch.testing.assert_close(labels["bfloat16"], labels["float32"], rtol=0.05, atol=0.05)
+    assert not torch.equal(scores["float32"], scores["bfloat16"])
+    torch.testing.assert_close(scores["bfloat16"], scores["float32"], rtol=0.1, atol=0.02)
+    for native, resolved in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(round_config, "native_bf16", lambda device, native=native: native)
+        config = round_config.RoundConfig.from_args(sage_args(tmp_path, round_precision="auto"))
+        assert config.round_precision == resolved
+    with pytest.raises(ValueError, match="round_precision"):
+        sage_args(tmp_path, round_precision="float16")
+
+
 # ---- one step: score -> stop rule -> round --------------------------------------------------------------------
 def test_difficulty_is_the_soft_target_loss_whatever_the_training_weights(tmp_path):
     from sage_hf.losses import kd_loss_per_example

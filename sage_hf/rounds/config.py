@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
+import torch
+
 from ..maps.reducers import ReducerSettings
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether `device` multiplies bfloat16 natively (a bf16 GPU, or a CPU with AMX tiles); else autocast is slow."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+        return bool(probe and probe())
+    return False
 
 
 @dataclass(frozen=True)
@@ -41,9 +55,10 @@ class RoundConfig:
     swap_fraction: float = 0.3
     swap_candidates: int = 8
     score_pass: str = "auto"
+    round_precision: str = "float32"  # resolved: never "auto"
 
     @classmethod
-    def from_args(cls, args) -> RoundConfig:
+    def from_args(cls, args, device: torch.device | str | None = None) -> RoundConfig:
         """From `SageTrainingArguments` (which validated the static ranges in `__post_init__`)."""
         reducer = ReducerSettings(name=args.reducer, n_components=args.n_components, n_neighbors=args.n_neighbors,
                                   metric=args.reducer_metric, seed=args.seed, inverse_backend=args.inversion_backend)
@@ -57,7 +72,14 @@ class RoundConfig:
                    decode_examples=args.decode_examples, adversarial_steps=args.adversarial_steps,
                    adversarial_radius=args.adversarial_radius,
                    adversarial_through_teacher=args.adversarial_through_teacher, swap_fraction=args.swap_fraction,
-                   swap_candidates=args.swap_candidates, score_pass=args.score_pass)
+                   swap_candidates=args.swap_candidates, score_pass=args.score_pass,
+                   round_precision=resolve_round_precision(args.round_precision, device or args.device))
+
+    def inference_autocast(self, device: torch.device):
+        """The context of a round's inference passes (labelling, scoring)."""
+        if self.round_precision == "bfloat16":
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def difficulty_kwargs(self) -> dict:
         """Keyword arguments of `distillation_loss_per_example` for the difficulty: the soft-target loss alone."""
@@ -77,3 +99,9 @@ class RoundConfig:
         if self.sample_neighbors >= n_real:
             raise ValueError(f"sample_neighbors={self.sample_neighbors} must be smaller than the number of training "
                              f"examples ({n_real}): lower --sample_neighbors.")
+
+
+def resolve_round_precision(value: str, device: torch.device | str) -> str:
+    if value == "auto":
+        return "bfloat16" if native_bf16(device) else "float32"
+    return value

@@ -188,9 +188,11 @@ class SageEngine:
             return observed
         rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
         indices = np.arange(rank, self.n_real, world)
-        losses, agree = score_examples(student, self.teacher, self.features, self.teacher_logits, indices,
-                                       batch_size=self.config.teacher_batch_size,
-                                       loss_kwargs=self.config.difficulty_kwargs(), show_progress=self._is_main())
+        with self.config.inference_autocast(next(student.parameters()).device):
+            losses, agree = score_examples(student, self.teacher, self.features, self.teacher_logits, indices,
+                                           batch_size=self.config.teacher_batch_size,
+                                           loss_kwargs=self.config.difficulty_kwargs(),
+                                           show_progress=self._is_main())
         if world > 1:
             from accelerate.utils import gather_object
 
@@ -253,14 +255,15 @@ class SageEngine:
     def label(self, entries: SyntheticSet) -> torch.Tensor:
         """Teacher logits of synthetic entries (real ones keep their cached logits), from layer 1.
 
-        In inference mode, in batches of `teacher_batch_size` entries of similar length; rows in entry order.
+        In inference mode (and `round_precision`), in batches of `teacher_batch_size` entries of similar length;
+        rows in entry order.
         """
         device = next(self.teacher.parameters()).device
         out = torch.zeros(len(entries), self.teacher_logits.shape[-1])
         lengths = self.method.lengths(self.real_lengths, entries.source, entries.columns)
         for rows in by_length(lengths.numpy(), self.config.teacher_batch_size):
             batch = entry_batch(self.features, entries, self.method, rows.tolist())
-            with torch.inference_mode():
+            with torch.inference_mode(), self.config.inference_autocast(device):
                 vectors, mask = self.method.materialise(self.teacher, {k: v.to(device) for k, v in batch.items()})
                 logits = self.teacher.logits_from_layer1(vectors, mask).float().cpu()
             out[torch.from_numpy(rows)] = logits

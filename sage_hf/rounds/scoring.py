@@ -80,7 +80,7 @@ def score_examples(student, teacher, features: dict[str, list], teacher_logits: 
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.inference_mode():
             vectors = teacher.layer1(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-            logits = student(inputs_embeds=vectors.to(dtype), attention_mask=batch["attention_mask"]).logits
+            logits = student(inputs_embeds=vectors.to(dtype), attention_mask=batch["attention_mask"]).logits.float()
             loss, hit = difficulty_and_agreement(logits, teacher_logits[indices[pos]].to(device), loss_kwargs)
             losses[pos], agree[pos] = loss.cpu().numpy(), hit.cpu().numpy()
     student.train(was_training)
