@@ -182,7 +182,7 @@ def _task_setup(task: str, suite: str, glue_dir: str, work: Path, device: str, t
         tokenized["train"] = tokenized["train"].shuffle(seed=TRANSFER_SEED).select(range(transfer))
     return dict(spec=spec, data=data, tokenizer=tokenizer, tokenized=tokenized, stage=stage, common=common,
                 teacher_args=teacher_args, task_spec=get_task(task), given_teacher=given, teacher_train=n_whole,
-                teacher_id=str(given or stage.folder))
+                teacher_id=str(Path(given or stage.folder).resolve()))  # one id through symlinks
 
 
 def run_teacher(task: str, suite: str, glue_dir: str, work: Path, device: str, teacher_dir: str | None = None,
