@@ -58,7 +58,7 @@ class RoundConfig:
     round_precision: str = "float32"  # resolved: never "auto"
 
     @classmethod
-    def from_args(cls, args, device: torch.device | str | None = None) -> RoundConfig:
+    def from_args(cls, args) -> RoundConfig:
         """From `SageTrainingArguments` (which validated the static ranges in `__post_init__`)."""
         reducer = ReducerSettings(name=args.reducer, n_components=args.n_components, n_neighbors=args.n_neighbors,
                                   metric=args.reducer_metric, seed=args.seed, inverse_backend=args.inversion_backend)
@@ -73,7 +73,7 @@ class RoundConfig:
                    adversarial_radius=args.adversarial_radius,
                    adversarial_through_teacher=args.adversarial_through_teacher, swap_fraction=args.swap_fraction,
                    swap_candidates=args.swap_candidates, score_pass=args.score_pass,
-                   round_precision=resolve_round_precision(args.round_precision, device or args.device))
+                   round_precision=resolve_round_precision(args.round_precision, args.device))
 
     def inference_autocast(self, device: torch.device):
         """The context of a round's inference passes (labelling, scoring)."""
