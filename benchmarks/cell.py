@@ -84,7 +84,10 @@ SUITES: dict[str, dict] = {
                                         "mrpc": {"max_train_samples": None, "max_seq_length": 128},
                                         "rte": {"max_train_samples": None, "max_seq_length": 128},
                                         "stsb": {"max_train_samples": None, "max_seq_length": 128}},
-                 "teacher_epochs": 3, "warmup_max_samples": 1000, "teacher_on_whole_train": True},
+                 "teacher_epochs": 3, "warmup_max_samples": 1000, "teacher_on_whole_train": True,
+                 # round passes in float32 on every machine, so cells run before `round_precision` existed and
+                 # cells on bf16 hardware compare (bf16 moves a logit by <= 6e-4: bench_round_precision.py)
+                 "round_precision": "float32"},
 }
 TEACHER_SEED = 0  # one teacher per task, whatever the cell's seed
 TRANSFER_SEED = 0  # one transfer set per task (the same examples for every system and seed)
@@ -256,6 +259,8 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
                 warmup_max_samples=spec["warmup_max_samples"], warmup_max_length=64, save_round_plots=False,
                 decode_examples=0, map_cache_dir=str(work / "maps"), train_sampling_strategy="group_by_length",
                 **{**common, "seed": seed})
+    if "round_precision" in spec:
+        args["round_precision"] = spec["round_precision"]
     args.update(overrides)
     if not args.get("sage", True):
         args["warmup_source"] = None  # plain KD: real data only; its step budget is matched below
@@ -326,6 +331,7 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
         dev_predictions=encode_predictions(_as_predictions(prediction.predictions[0])),
         epochs=trainer.state.epoch, steps=trainer.state.global_step + warm.get("warmup_steps", 0),
         warmup_steps=warm.get("warmup_steps", 0), rounds=engine.round if engine else 0,
+        round_precision=engine.config.round_precision if engine else None,
         train_agreement_per_epoch=agreement_per_epoch,
         epochs_to_99=next((i + 1 for i, a in enumerate(agreement_per_epoch) if a >= 0.99), None),
         seconds_train=round(train_s - sum(stages.values()), 2),
