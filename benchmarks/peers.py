@@ -77,8 +77,8 @@ def _import_peer(package: str, *modules: str):
     version = _version(package)
     if version is None:
         raise PeerUnavailable(_reason(
-            f"{package} is not installed (pip install --no-deps -r benchmarks/requirements-peers.txt); "
-            f"{_stack_versions()}"))
+            f"{package} is not installed (pip install tensorboard && pip install --no-deps -r "
+            f"benchmarks/requirements-peers.txt); {_stack_versions()}"))
     try:
         return [importlib.import_module(m) for m in modules]
     except Exception as exc:  # ImportError, AttributeError from a moved API, OSError from a native extension...

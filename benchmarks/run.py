@@ -111,7 +111,8 @@ def run_suite(args) -> Path:
     if args.resume and out.is_file():
         report = {**report, **json.loads(out.read_text()), "command": command}
     report.setdefault("teachers", {})
-    done = {(c["task"], c["system"], c["seed"]) for c in report["cells"] if c.get("error") is None or c.get("final")}
+    done = {(c["task"], c["system"], c["seed"]) for c in report["cells"]
+            if c.get("error") is None or (c.get("final") and not args.retry_failed)}
     cells = plan(args.suite, args.tasks, args.systems, args.seeds)
     pending = [c for c in cells if c not in done]
     is_protocol = args.suite == "protocol"
@@ -301,6 +302,9 @@ def main() -> None:
     p.add_argument("--systems", nargs="*", choices=sorted(SYSTEMS), metavar="SYSTEM")
     p.add_argument("--seeds", nargs="*", type=int)
     p.add_argument("--resume", action="store_true", help="skip cells already in the results file")
+    p.add_argument("--retry_failed", action="store_true",
+                   help="with --resume, also rerun cells recorded as failed for good (a peer that could not be "
+                        "imported, since installed)")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--glue_dir", default=os.environ.get("GLUE_DIR"))
     p.add_argument("--results_dir", default=str(HERE / "results"))

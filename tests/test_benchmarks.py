@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -142,7 +143,7 @@ def _args(tmp_path, **kw) -> argparse.Namespace:
     base = dict(suite="protocol", tasks=["rte", "mrpc"], systems=["kd", "sage"], seeds=[0, 1], resume=False,
                 device="cpu", glue_dir=None, results_dir=str(tmp_path), date="2026-12-03", budget_s=None,
                 table_only=False, dry_run=False, teachers_only=False, teacher_dir_sst2=str(tmp_path / "none"),
-                transfer_sst2=None)
+                transfer_sst2=None, retry_failed=False)
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -156,6 +157,11 @@ def _fake_process(calls: list, n_dev: int = 60):
         calls.append(("teacher", task) if "--teacher_only" in cmd else (task, get("--system"), int(get("--seed"))))
         if get("--system") == "sage_broken":
             return subprocess.CompletedProcess(cmd, 1, "", "Traceback ... RuntimeError: broken system")
+        if get("--system") == "textbrewer_missing" and not os.environ.get("PEER_INSTALLED"):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"task": task, "system": get("--system"), "seed": int(get("--seed")),
+                                       "dev_metric": None, "error": "textbrewer cannot be imported: no tensorboard"}))
+            return subprocess.CompletedProcess(cmd, 0, "", "")
         if "--teacher_only" in cmd:
             cell = {"task": task, "metric_name": "accuracy", "teacher_metric": 0.9, "teacher_id": f"t-{task}",
                     "source": "fine-tuned", "train_examples": 100, "epochs": 3, "transfer_examples": 100,
@@ -227,6 +233,23 @@ def test_a_failing_system_is_recorded_as_an_error_and_retried_on_resume(tmp_path
     calls.clear()
     bench.run_suite(_args(tmp_path, tasks=["rte"], systems=["kd", "sage_broken"], seeds=[0], resume=True))
     assert calls == [("rte", "sage_broken", 0)]
+
+
+def test_a_peer_that_cannot_be_imported_is_final_until_retry_failed(tmp_path, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(bench, "run_process", _fake_process(calls))
+    monkeypatch.setitem(bench.SYSTEMS, "textbrewer_missing", {"peer": "textbrewer_kd"})
+    slice_ = dict(tasks=["rte"], systems=["kd", "textbrewer_missing"], seeds=[0])
+    bench.run_suite(_args(tmp_path, **slice_))
+    calls.clear()
+    bench.run_suite(_args(tmp_path, **slice_, resume=True))
+    assert calls == []  # recorded once, not retried
+    monkeypatch.setenv("PEER_INSTALLED", "1")
+    bench.run_suite(_args(tmp_path, **slice_, resume=True, retry_failed=True))
+    assert calls == [("rte", "textbrewer_missing", 0)]
+    report = json.loads((tmp_path / "protocol-2026-12-03.json").read_text())
+    cells = [c for c in report["cells"] if c["system"] == "textbrewer_missing"]
+    assert len(cells) == 1 and cells[0]["error"] is None and cells[0]["dev_metric"] is not None
 
 
 def test_a_system_with_fields_sage_hf_lacks_fails_its_cell_before_any_work(tmp_path, monkeypatch):
