@@ -37,6 +37,7 @@ from sage_hf import (
 )
 from sage_hf.rounds.anchors import select_anchors
 from sage_hf.rounds.scoring import score_examples
+from sage_hf.training_args import DEFAULT_SYNTHESIS
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["sst2"], choices=sorted(PROTOCOL_LENGTHS))
     parser.add_argument("--n_train", type=int, default=1000, help="Train examples per task (fewer if it has fewer).")
     parser.add_argument("--max_length", type=int, default=None, help="Default: the protocol suite's, per task.")
-    parser.add_argument("--synthesis", default="shift", help="The SAGE run's synthesis method.")
+    parser.add_argument("--synthesis", default=DEFAULT_SYNTHESIS, help="The SAGE run's synthesis method.")
     parser.add_argument("--round_precision", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="The SAGE run's labelling precision (the library default: auto).")
     parser.add_argument("--epochs", type=int, default=3, help="SAGE epochs; both runs get SAGE's step count.")

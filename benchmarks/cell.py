@@ -30,8 +30,9 @@ sys.path.insert(0, str(HERE))  # peers.py
 # What each system changes relative to SAGE's defaults; "sage": False is plain logit KD.
 SYSTEMS: dict[str, dict] = {
     "kd": {"sage": False},
-    "sage": {},
-    "sage_replace": {"synthesis_mode": "replace"},  # the paper's mode: epochs on the synthetic set only
+    "sage": {},  # default SAGE: synthesis="swap" (before 2026-12-03 "shift", now the `sage_shift` row)
+    "sage_shift": {"synthesis": "shift"},  # the paper's synthesis, real + synthetic each epoch
+    "sage_replace": {"synthesis": "shift", "synthesis_mode": "replace"},  # the paper's exact setting
     "sage_reducer_none": {"reducer": "none"},
     "sage_pca": {"reducer": "pca"},
     "sage_umap3": {"n_components": 3},
@@ -41,15 +42,13 @@ SYSTEMS: dict[str, dict] = {
     "sage_once": {"regenerate": "once"},
     "sage_no_warmup": {"warmup_epochs": 0.0},
     "sage_weighted": {"anchor_policy": "weighted"},
-    "sage_scale_0.25": {"shift_scale": 0.25},
+    "sage_scale_0.25": {"synthesis": "shift", "shift_scale": 0.25},
     # sequence-level inversion: (1 - t) anchor + t map-neighbour, token by token (see README, Results)
     "sage_interpolate": {"synthesis": "interpolate"},
     "sage_interpolate_none": {"synthesis": "interpolate", "reducer": "none"},
     "sage_adversarial": {"synthesis": "adversarial"},
     # the control: the map's hard anchors repeated, nothing synthesised
     "sage_repeat": {"synthesis": "repeat"},
-    # new sentences: a fraction of each hard anchor's tokens swapped for embedding neighbours (TinyBERT-style)
-    "sage_swap": {"synthesis": "swap"},
     "kd_hidden": {"sage": False, "hidden_loss": "mse"},
     "sage_hidden": {"hidden_loss": "mse"},
     "textbrewer_kd": {"peer": "textbrewer_kd"},

@@ -41,8 +41,15 @@ def test_each_epoch_trains_on_the_new_synthetic_set(tmp_path):
     assert all(abs(norms_seen[i] - float(expected[i])) < 1e-5 for i in range(96))
 
 
-def test_augment_is_the_default_mode():
-    assert SageTrainingArguments(output_dir="x").synthesis_mode == "augment"
+def test_swap_augment_is_the_default_and_the_paper_is_one_flag_away():
+    args = SageTrainingArguments(output_dir="x")
+    assert (args.synthesis, args.synthesis_mode) == ("swap", "augment")
+    paper = SageTrainingArguments(output_dir="x", paper_setting=True)
+    assert (paper.synthesis, paper.synthesis_mode) == ("shift", "replace")
+    assert SageTrainingArguments(**{**paper.to_dict(), "output_dir": "x"}).synthesis_mode == "replace"
+    with pytest.raises(ValueError, match="paper_setting=True runs the paper's synthesis='shift'; got "
+                                         "synthesis='interpolate'"):
+        SageTrainingArguments(output_dir="x", paper_setting=True, synthesis="interpolate")
 
 
 def test_augment_mode_trains_on_real_plus_synthetic(tmp_path):

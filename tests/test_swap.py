@@ -9,7 +9,7 @@ from datasets import Dataset
 
 from sage_hf import SageStudentForSequenceClassification, SageTrainer, TeacherInterface
 from sage_hf.rounds.buffer import entry_batch
-from sage_hf.rounds.synthesis.swap import nearest_neighbour_ids, special_token_ids
+from sage_hf.rounds.synthesis.swap import cached_neighbour_ids, nearest_neighbour_ids, special_token_ids
 
 from testing_utils import VOCAB, digests, sage_args, tiny_teacher
 
@@ -52,6 +52,22 @@ def test_neighbours_are_the_nearest_by_cosine_without_self_or_banned_ids():
     table = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.8, 0.3], [-1.0, -0.1]])
     got = nearest_neighbour_ids(table, torch.tensor([0, 2]), k=2, banned=torch.tensor([1]))
     assert got.tolist() == [[3, 2], [3, 0]]
+
+
+def test_neighbours_are_remembered_across_rounds_until_the_table_changes():
+    g = torch.Generator().manual_seed(0)
+    table = torch.nn.Parameter(torch.randn(50, 8, generator=g), requires_grad=False)
+    banned = torch.tensor([0, 2])
+    first = cached_neighbour_ids(table, np.array([5, 7]), 4, banned)
+    assert torch.equal(first, nearest_neighbour_ids(table, torch.tensor([5, 7]), 4, banned))
+    # a later round: known ids from memory, new ones searched, same answers as a fresh search
+    again = cached_neighbour_ids(table, np.array([7, 9, 5]), 4, banned)
+    assert torch.equal(again, nearest_neighbour_ids(table, torch.tensor([7, 9, 5]), 4, banned))
+    with torch.no_grad():  # the table edited in place: nothing stale is returned
+        table[5] = -table[5]
+    assert torch.equal(cached_neighbour_ids(table, np.array([5]), 4, banned),
+                       nearest_neighbour_ids(table, torch.tensor([5]), 4, banned))
+    assert cached_neighbour_ids(table, np.array([], dtype=np.int64), 4, banned).shape == (0, 4)
 
 
 def test_swapped_tokens_are_content_neighbours_and_labelled_by_the_teacher_from_layer1(tmp_path):

@@ -42,7 +42,7 @@ class RoundConfig:
     jitter: float = 0.1
     shift_scale: float = 1.0
     synthetic_count: int | None = None  # None: as many as real examples
-    synthesis: str = "shift"
+    synthesis: str = "swap"
     synthesis_mode: str = "augment"
     regenerate: str = "every_epoch"
     max_rounds: int = 10

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 from .base import Column, ProposalContext, SynthesisMethod, layer1_of
 
@@ -48,6 +49,26 @@ def nearest_neighbour_ids(embeddings: torch.Tensor, ids: torch.Tensor, k: int, b
     return torch.cat(out) if out else torch.zeros(0, k, dtype=torch.long)
 
 
+# embedding table -> {(k, banned ids, table version): {token id: its k neighbours}}: the teacher is frozen, so a
+# round only searches for the ids no earlier round of the run has seen
+_NEIGHBOURS = WeakIdKeyDictionary()  # by identity: a tensor's == is elementwise
+
+
+def cached_neighbour_ids(weight: torch.Tensor, ids: np.ndarray, k: int, banned: torch.Tensor) -> torch.Tensor:
+    """`nearest_neighbour_ids` of `ids`, remembered per embedding table across rounds."""
+    key = (k, tuple(banned.tolist()), weight._version)
+    store = _NEIGHBOURS.setdefault(weight, {})
+    if key not in store:
+        store.clear()  # other settings, or the table changed in place
+        store[key] = {}
+    known = store[key]
+    missing = [int(i) for i in ids if int(i) not in known]
+    if missing:
+        found = nearest_neighbour_ids(weight.detach().cpu(), torch.as_tensor(missing), k, banned)
+        known.update(zip(missing, found))
+    return torch.stack([known[int(i)] for i in ids]) if len(ids) else torch.zeros(0, k, dtype=torch.long)
+
+
 class SwapSynthesis(SynthesisMethod):
     name = "swap"
     needs_inverse = False
@@ -75,10 +96,10 @@ class SwapSynthesis(SynthesisMethod):
             old.extend(ids[chosen].tolist())
         if not rows:
             return {SWAP: out}
-        embeddings = ctx.teacher.model.get_input_embeddings().weight.detach().cpu()
+        weight = ctx.teacher.model.get_input_embeddings().weight
         banned = torch.tensor(sorted(special | {0, int(ctx.teacher.config.pad_token_id or 0)}), dtype=torch.long)
         unique, inverse = np.unique(np.asarray(old), return_inverse=True)
-        neighbours = nearest_neighbour_ids(embeddings, torch.as_tensor(unique), cfg.swap_candidates, banned)
+        neighbours = cached_neighbour_ids(weight, unique, cfg.swap_candidates, banned)
         pick = torch.as_tensor(rng.integers(cfg.swap_candidates, size=len(old)))
         new = neighbours[torch.as_tensor(inverse), pick]
         out[torch.as_tensor(rows), torch.as_tensor(positions)] = new.to(torch.int32)
