@@ -32,6 +32,8 @@ SYSTEMS: dict[str, dict] = {
     "kd": {"sage": False},
     "sage": {},  # default SAGE: synthesis="swap" (before 2026-12-03 "shift", now the `sage_shift` row)
     "sage_shift": {"synthesis": "shift"},  # the paper's synthesis, real + synthetic each epoch
+    # swap, a pair's shared words swapped alike (single-sentence tasks: the same draws as `sage`)
+    "sage_swap_shared": {"swap_shared_words": True},
     "sage_replace": {"synthesis": "shift", "synthesis_mode": "replace"},  # the paper's exact setting
     "sage_reducer_none": {"reducer": "none"},
     "sage_pca": {"reducer": "pca"},
@@ -145,6 +147,20 @@ def versions() -> dict:
         except md.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def source_commit() -> str | None:
+    """The checkout's commit ('+dirty' when tracked files differ from it): what a cell's numbers came from."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 def peak_rss_mb() -> float:
@@ -442,7 +458,7 @@ def main() -> None:
         cell = {"task": a.task, "system": a.system, "seed": a.seed, "suite": a.suite, "dev_metric": None,
                 "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-3000:],
                 "peak_rss_mb": round(peak_rss_mb(), 1)}
-    cell.update(command=command, machine=machine(), versions=versions())
+    cell.update(command=command, machine=machine(), versions=versions(), commit=source_commit())
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(cell, indent=2, default=str))
 

@@ -10,6 +10,8 @@ A method whose synthetic points the teacher labels like their anchors, and where
 little that plain KD on the anchors would not: this is the cheap check behind "shift may be nearly inert".
 
     python benchmarks/synthesis_probe.py --glue_dir ../shared/data/glue --n 1500 --anchors 300
+    python benchmarks/synthesis_probe.py --glue_dir ../shared/data/glue --task mrpc --n 3668 --anchors 1000 \
+        --max_seq_length 128 --teacher benchmarks/results/work/teachers/mrpc --methods swap swap_shared shift
 
 The teacher is the packaged MiniLM fine-tuned on the `n` examples by the recipe's teacher stage (cached in
 --work); the student (3 layers from teacher layers 0, 2, 4) gets one epoch of plain KD first, so it is neither the
@@ -34,6 +36,9 @@ from sage_hf.rounds.buffer import entry_batch
 from sage_hf.rounds.config import RoundConfig
 from sage_hf.rounds.engine import SageEngine
 from sage_hf.rounds.synthesis import SYNTHESIS_METHODS
+
+# probe-only names for a method with settings: name -> SageTrainingArguments overrides
+VARIANTS = {"swap_shared": {"synthesis": "swap", "swap_shared_words": True}}
 
 
 def kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
@@ -68,6 +73,9 @@ def probe(engine: SageEngine, student, synthetic_rows) -> dict[str, float]:
         "teacher_kl_anchor_to_synthetic_median": float(teacher_kl.median()),
         "teacher_kl_anchor_to_synthetic_mean": float(teacher_kl.mean()),
         "teacher_label_flips": float((t_anc.argmax(-1) != t_syn.argmax(-1)).float().mean()),
+        # the share of the teacher's last class (paraphrase, entailment, positive): does synthesis move the balance?
+        "teacher_last_class_at_anchors": float((t_anc.argmax(-1) == t_anc.shape[-1] - 1).float().mean()),
+        "teacher_last_class_at_synthetic": float((t_syn.argmax(-1) == t_syn.shape[-1] - 1).float().mean()),
         "student_teacher_kl_at_synthetic": float(kl(t_syn, s_syn).mean()),
         "student_teacher_kl_at_anchors": float(kl(t_anc, s_anc).mean()),
         "token_move_relative_median": float(torch.cat(rel).median()),
@@ -80,7 +88,11 @@ def main() -> None:
     p.add_argument("--task", default="sst2")
     p.add_argument("--n", type=int, default=1500, help="training examples (teacher fine-tuning and the round)")
     p.add_argument("--anchors", type=int, default=300, help="synthetic examples per method")
-    p.add_argument("--methods", nargs="+", default=list(SYNTHESIS_METHODS), choices=list(SYNTHESIS_METHODS))
+    p.add_argument("--methods", nargs="+", default=list(SYNTHESIS_METHODS), choices=[*SYNTHESIS_METHODS, *VARIANTS],
+                   help=f"synthesis methods, or variants: {', '.join(f'{k} = {v}' for k, v in VARIANTS.items())}")
+    p.add_argument("--teacher", default=None, help="a fine-tuned teacher folder (default: fine-tune the packaged "
+                   "MiniLM on the n examples, 2 epochs)")
+    p.add_argument("--max_seq_length", type=int, default=64)
     p.add_argument("--reducer", default="umap")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default="benchmarks/results/work/synthesis_probe")
@@ -94,12 +106,18 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(base)
     data = load_task_data(args.task, glue_dir=args.glue_dir)
     data.subsample(args.n, 872, seed=args.seed)
-    tokenized = tokenize_task(data, tokenizer, 64)
+    tokenized = tokenize_task(data, tokenizer, args.max_seq_length)
     targs = SageTrainingArguments(output_dir=str(work), use_cpu=not torch.cuda.is_available(), report_to=[],
                                   disable_tqdm=True, seed=args.seed, dataloader_pin_memory=False)
-    stage = teacher_stage(data, tokenized, tokenizer, targs, base_model=base, max_seq_length=64, epochs=2.0,
-                          learning_rate=5e-5)
-    teacher = TeacherInterface(stage.model.eval())
+    if args.teacher:
+        from transformers import AutoModelForSequenceClassification
+
+        teacher_model, teacher_results = AutoModelForSequenceClassification.from_pretrained(args.teacher), None
+    else:
+        stage = teacher_stage(data, tokenized, tokenizer, targs, base_model=base, max_seq_length=args.max_seq_length,
+                              epochs=2.0, learning_rate=5e-5)
+        teacher_model, teacher_results = stage.model, stage.results
+    teacher = TeacherInterface(teacher_model.eval())
     student = SageStudentForSequenceClassification.from_teacher(teacher, layers=[0, 2, 4])
     train = tokenized["train"]
     kd_args = SageTrainingArguments(output_dir=str(work / "kd"), sage=False, num_train_epochs=1, learning_rate=1e-4,
@@ -114,7 +132,8 @@ def main() -> None:
                         for batch in _batches(features, 128)])
     rows = []
     for method in args.methods:
-        sargs = SageTrainingArguments(output_dir=str(work / method), synthesis=method, synthetic_count=args.anchors,
+        settings = VARIANTS.get(method, {"synthesis": method})
+        sargs = SageTrainingArguments(output_dir=str(work / method), **settings, synthetic_count=args.anchors,
                                       synthesis_mode="replace", reducer=args.reducer, n_neighbors=50,
                                       seed=args.seed, use_cpu=targs.use_cpu, report_to=[])
         engine = SageEngine(teacher, features, logits, None, RoundConfig.from_args(sargs),
@@ -126,17 +145,20 @@ def main() -> None:
         rows.append({"method": method, "round_seconds": time.perf_counter() - t0, **stats})
         print(json.dumps(rows[-1]), flush=True)
 
-    header = ("| synthesis | teacher KL anchor->synthetic (median / mean) | teacher label flips | student-teacher KL "
-              "at synthetic / at anchors | token move / token norm (median) | round s |")
-    lines = [header, "|---|---|---|---|---|---|"]
+    header = ("| synthesis | teacher KL anchor->synthetic (median / mean) | teacher label flips | teacher's last "
+              "class at anchors / at synthetic | student-teacher KL at synthetic / at anchors | token move / token "
+              "norm (median) | round s |")
+    lines = [header, "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['teacher_kl_anchor_to_synthetic_median']:.4f} / "
                      f"{r['teacher_kl_anchor_to_synthetic_mean']:.4f} | {100 * r['teacher_label_flips']:.1f}% | "
+                     f"{100 * r['teacher_last_class_at_anchors']:.1f}% / "
+                     f"{100 * r['teacher_last_class_at_synthetic']:.1f}% | "
                      f"{r['student_teacher_kl_at_synthetic']:.4f} / {r['student_teacher_kl_at_anchors']:.4f} | "
                      f"{r['token_move_relative_median']:.3f} | {r['round_seconds']:.1f} |")
     table = "\n".join(lines)
     print(table)
-    report = {"settings": vars(args), "teacher": stage.results, "rows": rows, "table": table,
+    report = {"settings": vars(args), "teacher": teacher_results, "rows": rows, "table": table,
               "machine": f"{platform.machine()} {platform.processor()} threads={torch.get_num_threads()}",
               "seconds": time.perf_counter() - start}
     if args.out:

@@ -176,6 +176,12 @@ class SageTrainingArguments(TrainingArguments):
         metadata={"help": "synthesis='swap': a replaced token becomes one of its this many nearest neighbours (cosine "
                   "of the teacher's input embeddings), drawn uniformly."},
     )
+    swap_shared_words: bool = field(
+        default=False,
+        metadata={"help": "synthesis='swap', sentence pairs: a swapped word is swapped wherever it occurs in the "
+                  "pair, for the same neighbour, so the words the two sentences share (what paraphrase, entailment "
+                  "and similarity labels rest on) stay shared. Single sentences are unaffected."},
+    )
 
     # ---- intermediate layers -------------------------------------------------------------------------
     hidden_loss: Literal[HIDDEN_LOSSES] = field(

@@ -133,7 +133,9 @@ def test_body_reports_rounds_settings_and_citation(run):
     engine = trainer.sage_engine
     assert f"**{engine.round} SAGE round(s) ran. Stop reason:** {engine.stop_reason}" in text
     assert engine.stop_reason.startswith("epoch limit reached")
-    assert "| `reducer` | pca |" in text and "| `synthesis_mode` | augment |" in text
+    # the default synthesis ('swap') reads no map point, so the run fitted none, whatever `reducer` says
+    assert "| `reducer` | none fitted (synthesis='swap' uses no map) |" in text
+    assert "| `synthesis_mode` | augment |" in text and "Losses of the last round" in text
     assert "| `synthetic_count` | 96 |" in text and "| `temperature` | 2.0 |" in text
     for h in engine.history:  # one table row per round: round, epoch, agreement, mean loss
         assert f"| {h['round']} | {h['epoch']:.2f} | {h['agreement']:.4f} | {h['mean_loss']:.4f} |" in text

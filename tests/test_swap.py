@@ -27,16 +27,28 @@ def framed_dataset(n: int = 64, seed: int = 0) -> Dataset:
     return Dataset.from_list(rows)
 
 
-def swap_trainer(tmp_path, **overrides) -> SageTrainer:
+def paired_dataset(n: int = 64, seed: int = 0) -> Dataset:
+    """Pairs framed like a BERT tokenizer's, [CLS] a [SEP] b [SEP], b a shuffled copy of a with one new word."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(n):
+        a = torch.randint(5, VOCAB, (int(torch.randint(4, 9, (1,), generator=g)),), generator=g)
+        b = [*a[torch.randperm(len(a), generator=g)].tolist(), int(torch.randint(5, VOCAB, (1,), generator=g))]
+        ids = [CLS, *a.tolist(), SEP, *b, SEP]
+        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "label": i % 3})
+    return Dataset.from_list(rows)
+
+
+def swap_trainer(tmp_path, dataset=None, **overrides) -> SageTrainer:
     teacher = TeacherInterface(tiny_teacher("bert", num_layers=2, sharpen=20.0, dropout=0.0))
     student = SageStudentForSequenceClassification.from_teacher(teacher, num_layers=1, init="random")
     settings = dict(synthesis="swap", synthetic_count=16, **overrides)
     return SageTrainer(model=student, args=sage_args(tmp_path, **settings), teacher_model=teacher,
-                       train_dataset=framed_dataset())
+                       train_dataset=dataset if dataset is not None else framed_dataset())
 
 
-def one_round(tmp_path, **overrides):
-    trainer = swap_trainer(tmp_path, **overrides)
+def one_round(tmp_path, dataset=None, **overrides):
+    trainer = swap_trainer(tmp_path, dataset, **overrides)
     engine = trainer.sage_engine
     engine.run_round(trainer.model, np.linspace(0.0, 1.0, 64, dtype=np.float32), np.zeros(64, bool), epoch=0.0)
     return trainer, engine, engine.buffer.contents()
@@ -127,3 +139,41 @@ def test_swap_arguments_are_checked(tmp_path):
         sage_args(tmp_path, synthesis="swap", swap_fraction=0.0)
     with pytest.raises(ValueError, match="swap_candidates must be >= 1"):
         sage_args(tmp_path, synthesis="swap", swap_candidates=0)
+
+
+def test_in_a_pair_a_swapped_word_changes_alike_wherever_it_occurs(tmp_path):
+    _, engine, entries = one_round(tmp_path / "shared", paired_dataset(), swap_shared_words=True)
+    ids_of = engine.features["input_ids"]
+    for slot in range(16):
+        ids = torch.tensor(ids_of[int(entries.source[slot])])
+        swap = entries.columns["swap_ids"][slot, :len(ids)].long()
+        assert swap[0] == 0 and swap[-1] == 0 and swap[ids == SEP].eq(0).all(), "framing and separator kept"
+        where = torch.nonzero(swap).flatten()
+        assert len(where) >= 1
+        for word in ids[where].unique():
+            at = ids == word
+            assert swap[at].gt(0).all(), "every occurrence of a swapped word is swapped"
+            assert swap[at].unique().numel() == 1, "for the same neighbour"
+    # the default swaps each position on its own: the pair's shared words drift apart
+    _, engine, apart = one_round(tmp_path / "apart", paired_dataset())
+    split = 0
+    for slot in range(16):
+        ids = torch.tensor(ids_of[int(apart.source[slot])])
+        swap = apart.columns["swap_ids"][slot, :len(ids)]
+        split += sum(swap[ids == word].unique().numel() > 1 for word in ids[swap > 0].unique())
+    assert split > 0
+
+
+def test_shared_words_leave_single_sentences_draw_for_draw_as_they_were(tmp_path):
+    _, _, on = one_round(tmp_path / "on", swap_shared_words=True)
+    _, _, off = one_round(tmp_path / "off", swap_shared_words=False)
+    assert torch.equal(on.columns["swap_ids"], off.columns["swap_ids"]) and torch.equal(on.source, off.source)
+
+
+def test_swap_fits_no_map_and_its_round_plot_ranks_examples_by_loss(tmp_path):
+    trainer = swap_trainer(tmp_path, num_train_epochs=1, save_round_plots=True)
+    trainer.train()
+    engine = trainer.sage_engine
+    assert engine.map is None and engine.pooled is None, "swap reads no map point: no map is fitted"
+    assert engine.history[0]["seconds"]["map"] == 0.0
+    assert (tmp_path / "out" / "sage_rounds" / "round_01.png").stat().st_size > 1000

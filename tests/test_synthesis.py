@@ -17,10 +17,10 @@ from testing_utils import make_trainer, sage_args, tiny_dataset, tiny_teacher, t
 def test_registry_names_the_built_in_methods_and_their_columns():
     assert SYNTHESIS_METHODS == ("shift", "interpolate", "adversarial", "repeat", "swap")
     assert [m.name for m in synthesis_methods()][:3] == ["shift", "interpolate", "adversarial"]
-    assert get_synthesis("shift").needs_inverse and not get_synthesis("interpolate").needs_inverse
+    assert [m.name for m in synthesis_methods() if m.uses_map] == ["shift", "interpolate"]
     assert set(get_synthesis("shift").columns()) == {"shift"}
     assert set(get_synthesis("interpolate").columns()) == {"partner", "mix"}
-    assert set(get_synthesis("adversarial").columns()) == {"delta"} and not get_synthesis("adversarial").needs_inverse
+    assert set(get_synthesis("adversarial").columns()) == {"delta"}
     message = "Unknown synthesis 'mixup': choose one of shift, interpolate, adversarial, repeat"
     with pytest.raises(ValueError, match=message):
         get_synthesis("mixup")

@@ -85,6 +85,7 @@ class SageModelCardData:
     decoded_examples: list[str] = field(default_factory=list)
     log_history: list[dict] = field(default_factory=list)
     loss_map_source: str | None = None
+    loss_map_ranked: bool = False  # the picture ranks examples by loss: the synthesis method fitted no map
     intended_use: str | None = None
     limitations: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
@@ -143,8 +144,10 @@ class ModelCardCallback(TrainerCallback):
             row["anchor_fallback"] = bool(history.get(row["round"], {}).get("anchor_fallback"))
         data.decoded_examples = next((list(h["decoded"]) for h in reversed(engine.history) if h.get("decoded")), [])
         data.loss_map_source = _last_round_plot(args.output_dir, engine.round)
+        data.loss_map_ranked = not engine.method.uses_map
         # What the run used: the map it fitted, the count it made (not the "None = as many as real examples").
-        used = {"reducer": map_name(engine),
+        used = {"reducer": map_name(engine) or (f"none fitted (synthesis='{engine.config.synthesis}' uses no map)"
+                                                 if data.loss_map_ranked else None),
                 "synthetic_count": data.rounds[0]["synthetic_count"] if data.rounds else None}
         data.sage_settings = [(n, v if used.get(n) is None else used[n], h) for n, v, h in data.sage_settings]
 

@@ -54,6 +54,7 @@ class RoundConfig:
     adversarial_through_teacher: bool = True
     swap_fraction: float = 0.3
     swap_candidates: int = 8
+    swap_shared_words: bool = False
     score_pass: str = "auto"
     round_precision: str = "float32"  # resolved: never "auto"
 
@@ -72,7 +73,8 @@ class RoundConfig:
                    decode_examples=args.decode_examples, adversarial_steps=args.adversarial_steps,
                    adversarial_radius=args.adversarial_radius,
                    adversarial_through_teacher=args.adversarial_through_teacher, swap_fraction=args.swap_fraction,
-                   swap_candidates=args.swap_candidates, score_pass=args.score_pass,
+                   swap_candidates=args.swap_candidates, swap_shared_words=args.swap_shared_words,
+                   score_pass=args.score_pass,
                    round_precision=resolve_round_precision(args.round_precision, args.device))
 
     def inference_autocast(self, device: torch.device):

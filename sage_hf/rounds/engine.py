@@ -1,5 +1,7 @@
 """One SAGE step: score -> stop rule -> round (map -> select -> sample -> synthesise -> label -> fill the buffer).
 
+The map and sampling steps run only for methods that read map points (`shift`, `interpolate`).
+
 `SageEngine` owns everything that outlives a round: the real examples, their pooled layer-1 vectors and
 cached teacher logits, the fitted map (fitted once per teacher, dataset and reducer settings, cached on disk)
 and the training buffer. Every random choice of round r comes from `default_rng([seed, r])`, so every rank
@@ -55,7 +57,7 @@ class RoundReport:
     stop_reason: str | None = None
     # plot inputs, never recorded
     losses: np.ndarray | None = field(default=None, repr=False)
-    coords: np.ndarray | None = field(default=None, repr=False)
+    coords: np.ndarray | None = field(default=None, repr=False)  # None: the method fits no map
     anchors: np.ndarray | None = field(default=None, repr=False)
     points: np.ndarray | None = field(default=None, repr=False)
     axis_label: str = "umap"
@@ -208,7 +210,8 @@ class SageEngine:
         """Select anchors by `losses`, sample near them, synthesise, label, and refill the buffer."""
         cfg = self.config
         self.round += 1
-        seconds = {"score": score_seconds, "map": self.ensure_map()}
+        uses_map = self.method.uses_map  # swap, adversarial and repeat read no map point: fit and sample nothing
+        seconds = {"score": score_seconds, "map": self.ensure_map() if uses_map else 0.0}
         rng = np.random.default_rng([cfg.seed, self.round])
 
         start = time.perf_counter()
@@ -218,12 +221,13 @@ class SageEngine:
                                      "diverged (lower the learning rate, or check the inputs).")
         selection = select_anchors(losses, self.synthetic_count, policy=cfg.anchor_policy,
                                    fraction=cfg.anchor_fraction, rng=rng)
-        points = sample_near_anchors(self.map, selection.indices, k=cfg.sample_neighbors,
-                                     jitter=cfg.jitter, rng=rng)
+        points = sample_near_anchors(self.map, selection.indices, k=cfg.sample_neighbors, jitter=cfg.jitter,
+                                     rng=rng) if uses_map else None
         seconds["sample"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        ctx = ProposalContext(anchors=selection.indices, points=points, map=self.map, pooled=self.pooled,
+        ctx = ProposalContext(anchors=selection.indices, points=points, map=self.map if uses_map else None,
+                              pooled=self.pooled if uses_map else None,
                               teacher=self.teacher, student=student, features=self.features, rng=rng, config=cfg,
                               show_progress=self._is_main(), teacher_logits=self.teacher_logits)
         anchors = torch.as_tensor(selection.indices, dtype=torch.long)
@@ -246,8 +250,9 @@ class SageEngine:
                              mean_loss=float(losses.mean()), anchors_mean_loss=float(selection.mean_loss),
                              seconds=seconds, digest=synthetic.digest(),
                              anchor_fallback=bool(selection.fell_back_to_uniform), stop_reason=self.stop_reason,
-                             losses=losses, coords=self.map.embedding_, anchors=selection.indices,
-                             points=points.points, axis_label=cfg.reducer.name, scored_by=self.scored_by)
+                             losses=losses, coords=self.map.embedding_ if uses_map else None,
+                             anchors=selection.indices, points=points.points if uses_map else None,
+                             axis_label=cfg.reducer.name, scored_by=self.scored_by)
         report.decoded = self._decode(synthetic)
         self.history.append(report.record())
         return report

@@ -19,7 +19,7 @@ DELTA = "delta"
 
 class AdversarialSynthesis(SynthesisMethod):
     name = "adversarial"
-    needs_inverse = False
+    uses_map = False
     item_keys = (DELTA,)
 
     def columns(self) -> dict[str, Column]:

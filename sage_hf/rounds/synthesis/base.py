@@ -39,9 +39,9 @@ class ProposalContext:
     """Everything a method may read to propose this round's entries (one per anchor)."""
 
     anchors: np.ndarray  # (m,) indices of the real source examples
-    points: SampledPoints  # the sampled map points, one per anchor
-    map: Any  # the fitted reducer: embedding_, inverse(Y), neighbors(Y, k)
-    pooled: np.ndarray  # (n, hidden) pooled layer-1 vectors of the real examples
+    points: SampledPoints | None  # the sampled map points, one per anchor (None: the method uses no map)
+    map: Any  # the fitted reducer: embedding_, inverse(Y), neighbors(Y, k); None when the method uses no map
+    pooled: np.ndarray | None  # (n, hidden) pooled layer-1 vectors of the real examples; None as `map`
     teacher: Any
     student: Any
     features: dict[str, list]  # the tokenized real examples
@@ -55,7 +55,7 @@ class SynthesisMethod(abc.ABC):
     """One synthesis method; register it with `sage_hf.rounds.synthesis.register`."""
 
     name: ClassVar[str]
-    needs_inverse: ClassVar[bool]  # whether `propose` maps points back through the map's inverse
+    uses_map: ClassVar[bool]  # whether `propose` reads the sampled map points; if not, a round fits no map
     item_keys: ClassVar[tuple[str, ...]] = ()  # batch keys `item` adds (the trainer keeps these columns)
     labels_from_cache: ClassVar[bool] = False  # entries are unchanged real examples: their cached logits hold
 

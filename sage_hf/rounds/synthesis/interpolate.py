@@ -28,7 +28,7 @@ def interpolate(vectors: torch.Tensor, mask: torch.Tensor, partner: torch.Tensor
 
 class InterpolateSynthesis(SynthesisMethod):
     name = "interpolate"
-    needs_inverse = False
+    uses_map = True
     item_keys = (f"{PARTNER}input_ids", f"{PARTNER}attention_mask", f"{PARTNER}token_type_ids", "mix")
 
     def columns(self) -> dict[str, Column]:

@@ -13,7 +13,7 @@ from .base import Column, ProposalContext, SynthesisMethod, layer1_of
 
 class RepeatSynthesis(SynthesisMethod):
     name = "repeat"
-    needs_inverse = False
+    uses_map = False
     labels_from_cache = True
 
     def columns(self) -> dict[str, Column]:

@@ -15,7 +15,7 @@ def add_shift(vectors: torch.Tensor, shift: torch.Tensor, mask: torch.Tensor) ->
 
 class ShiftSynthesis(SynthesisMethod):
     name = "shift"
-    needs_inverse = True
+    uses_map = True
     item_keys = ("shift",)
 
     def columns(self) -> dict[str, Column]:

@@ -71,7 +71,7 @@ def cached_neighbour_ids(weight: torch.Tensor, ids: np.ndarray, k: int, banned: 
 
 class SwapSynthesis(SynthesisMethod):
     name = "swap"
-    needs_inverse = False
+    uses_map = False
     item_keys = (SWAP,)
 
     def columns(self) -> dict[str, Column]:
@@ -82,25 +82,32 @@ class SwapSynthesis(SynthesisMethod):
         ids_of = ctx.features["input_ids"]
         out = torch.zeros(len(ctx.anchors), max(len(ids) for ids in ids_of), dtype=torch.int32)
         special = special_token_ids(ctx.features)
-        rows, positions, old = [], [], []
+        rows, positions, old, word = [], [], [], []  # word: one key per replacement drawn
         for row, anchor in enumerate(ctx.anchors):
             ids = np.asarray(ids_of[int(anchor)])
-            free = np.flatnonzero(~np.isin(ids, list(special)))
+            framing = np.isin(ids, list(special))
+            free = np.flatnonzero(~framing)
             if not len(free):
                 continue  # nothing but framing tokens: the entry stays a copy of its anchor
             chosen = free[rng.random(len(free)) < cfg.swap_fraction]
             if not len(chosen):  # every entry changes at least one word
                 chosen = free[rng.integers(len(free), size=1)]
+            shared = cfg.swap_shared_words and framing[1:-1].any()  # a separator inside: a sentence pair
+            if shared:  # every occurrence of a chosen word, each replaced alike
+                chosen = free[np.isin(ids[free], ids[chosen])]
             rows.extend([row] * len(chosen))
             positions.extend(chosen.tolist())
             old.extend(ids[chosen].tolist())
+            word.extend((row, int(i)) if shared else (row, -1 - int(p)) for i, p in zip(ids[chosen], chosen))
         if not rows:
             return {SWAP: out}
         weight = ctx.teacher.model.get_input_embeddings().weight
         banned = torch.tensor(sorted(special | {0, int(ctx.teacher.config.pad_token_id or 0)}), dtype=torch.long)
         unique, inverse = np.unique(np.asarray(old), return_inverse=True)
         neighbours = cached_neighbour_ids(weight, unique, cfg.swap_candidates, banned)
-        pick = torch.as_tensor(rng.integers(cfg.swap_candidates, size=len(old)))
+        pick = rng.integers(cfg.swap_candidates, size=len(old))
+        _, first, same = np.unique(np.asarray(word), axis=0, return_index=True, return_inverse=True)
+        pick = torch.as_tensor(pick[first[same.reshape(-1)]])  # a word's occurrences share its first draw
         new = neighbours[torch.as_tensor(inverse), pick]
         out[torch.as_tensor(rows), torch.as_tensor(positions)] = new.to(torch.int32)
         return {SWAP: out}
