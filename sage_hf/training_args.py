@@ -71,10 +71,14 @@ class SageTrainingArguments(TrainingArguments):
     )
     anchor_policy: Literal[VALID_POLICIES] = field(
         default="top",
-        metadata={"help": "How anchors are chosen from per-example losses ('random' is the ablation)."},
+        metadata={"help": "How anchors are chosen from per-example losses: 'top' (the hardest anchor_fraction), "
+                  "'weighted' (drawn in proportion to loss), 'random' (the ablation), 'balanced' ('top' within each "
+                  "class the teacher predicts, each class in proportion to its share of the data, so the synthetic "
+                  "set keeps the teacher's label balance; regression: as 'top')."},
     )
     anchor_fraction: float = field(
-        default=0.2, metadata={"help": "With anchor_policy='top': the top fraction of examples by loss that anchor."}
+        default=0.2,
+        metadata={"help": "With anchor_policy='top' or 'balanced': the top fraction of examples by loss that anchor."},
     )
     sample_neighbors: int = field(
         default=10,

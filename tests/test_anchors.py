@@ -117,6 +117,27 @@ def test_float32_losses_accepted() -> None:
     np.testing.assert_array_equal(sel.indices, [1, 2])
 
 
+def test_balanced_keeps_the_class_shares_and_takes_each_class_hardest() -> None:
+    rng = np.random.default_rng(0)
+    classes = np.r_[np.zeros(300, int), np.ones(700, int)]
+    losses = rng.gamma(2.0, 1.0, size=1000) + 3.0 * (classes == 0)  # class 0, the minority, is the hard one
+    top = select_anchors(losses, 1000, "top", fraction=0.2)
+    assert np.mean(classes[top.indices] == 0) > 0.7  # a 30% class: what "top" does to the balance
+    sel = select_anchors(losses, 1000, "balanced", fraction=0.2, classes=classes)
+    assert np.bincount(classes[sel.indices]).tolist() == [300, 700]
+    for value, pool in ((0, 60), (1, 140)):  # pool 200 split 30/70
+        members = np.flatnonzero(classes == value)
+        hardest = members[np.argsort(-losses[members], kind="stable")[:pool]]
+        picked = sel.indices[classes[sel.indices] == value]
+        assert set(picked.tolist()) == set(hardest.tolist())
+        assert np.bincount(picked, minlength=1000)[hardest].tolist() == [5] * pool  # cycled evenly
+    # without classes (regression) it is "top", draw for draw
+    np.testing.assert_array_equal(select_anchors(losses, 333, "balanced").indices,
+                                  select_anchors(losses, 333, "top").indices)
+    with pytest.raises(ValueError, match="classes must hold one label per example"):
+        select_anchors(losses, 10, "balanced", classes=classes[:5])
+
+
 # ---- equal losses --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("policy", ["top", "weighted"])
@@ -148,7 +169,8 @@ def test_equal_losses_random_policy_does_not_warn() -> None:
 # ---- errors --------------------------------------------------------------------------------------------
 
 def test_unknown_policy_lists_valid_ones(losses: np.ndarray) -> None:
-    with pytest.raises(ValueError, match="unknown anchor policy 'hardest'; valid policies: top, weighted, random"):
+    message = "unknown anchor policy 'hardest'; valid policies: top, weighted, random, balanced"
+    with pytest.raises(ValueError, match=message):
         select_anchors(losses, 5, "hardest")
 
 

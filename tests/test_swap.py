@@ -8,6 +8,7 @@ import torch
 from datasets import Dataset
 
 from sage_hf import SageStudentForSequenceClassification, SageTrainer, TeacherInterface
+from sage_hf.rounds.anchors import apportion
 from sage_hf.rounds.buffer import entry_batch
 from sage_hf.rounds.synthesis.swap import cached_neighbour_ids, nearest_neighbour_ids, special_token_ids
 
@@ -177,3 +178,10 @@ def test_swap_fits_no_map_and_its_round_plot_ranks_examples_by_loss(tmp_path):
     assert engine.map is None and engine.pooled is None, "swap reads no map point: no map is fitted"
     assert engine.history[0]["seconds"]["map"] == 0.0
     assert (tmp_path / "out" / "sage_rounds" / "round_01.png").stat().st_size > 1000
+
+
+def test_balanced_anchors_follow_the_teachers_classes(tmp_path):
+    _, engine, entries = one_round(tmp_path, anchor_policy="balanced")
+    classes = engine.teacher_logits.argmax(-1).numpy()
+    expected = apportion(16, np.bincount(classes, minlength=engine.teacher_logits.shape[-1]))
+    assert np.bincount(classes[entries.source.numpy()], minlength=len(expected)).tolist() == expected.tolist()

@@ -32,7 +32,7 @@ def test_help_lists_the_choices_of_every_choice_field():
                     "--reducer {umap,pca,none}", "--kd_loss {kl,mse}",
                     "--synthesis_mode {replace,augment}", "--regenerate {every_epoch,once}",
                     "--pooling {mean,first}", "--reducer_metric {euclidean,cosine}",
-                    "--anchor_policy {top,weighted,random}", "--inversion_backend {fast,umap-learn}"):
+                    "--anchor_policy {top,weighted,random,balanced}", "--inversion_backend {fast,umap-learn}"):
         assert choices in text
     with pytest.raises(SystemExit):
         HfArgumentParser(SageTrainingArguments).parse_args_into_dataclasses(["--output_dir", "x", "--synthesis",

@@ -3,7 +3,8 @@
 SAGE augments where the student is worst, so anchors come from the high-loss end of the real set
 (method.md, section 3.3). The "random" policy keeps everything else equal (same pool size, same number of
 synthetic points per anchor) and only drops the loss, so comparing it with "top" isolates loss-awareness
-(section 4).
+(section 4). "balanced" is "top" within each class the teacher predicts: the hardest examples of an imbalanced
+task are mostly of one class (MRPC's are mostly non-paraphrases), and "top" would tilt every synthetic set that way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-VALID_POLICIES: tuple[str, ...] = ("top", "weighted", "random")
+VALID_POLICIES: tuple[str, ...] = ("top", "weighted", "random", "balanced")
 
 # How many offending indices an error message names before it just gives the count.
 _MAX_NAMED = 5
@@ -59,6 +60,15 @@ def pool_size_for(n: int, fraction: float) -> int:
     return max(1, min(n, math.ceil(fraction * n - 1e-9)))
 
 
+def apportion(total: int, counts: np.ndarray) -> np.ndarray:
+    """`total` split in proportion to `counts` (largest remainders; the parts sum to `total`)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    exact = total * counts / counts.sum()
+    parts = np.floor(exact).astype(np.int64)
+    parts[np.argsort(-(exact - parts), kind="stable")[:total - int(parts.sum())]] += 1
+    return parts
+
+
 def _cycle(pool: np.ndarray, count: int) -> np.ndarray:
     """Spread ``count`` anchors as evenly as possible over ``pool``, earlier entries first."""
     return pool[np.arange(count) % pool.size]
@@ -72,6 +82,7 @@ def select_anchors(
     rng: np.random.Generator | int | None = None,
     *,
     sharpness: float = 1.0,
+    classes: np.ndarray | None = None,
 ) -> AnchorSelection:
     """Choose ``count`` anchors (indices into the real set) from per-example losses.
 
@@ -84,6 +95,9 @@ def select_anchors(
         unused. Losses must be non-negative (tiny negative round-off from a KL is clipped to 0).
       - ``"random"``: a uniformly random pool of the same size as "top"'s, cycled the same way, so the
         only difference from "top" is that the loss is ignored. Every example is equally likely.
+      - ``"balanced"``: ``"top"`` within each of ``classes`` (one label per example: the teacher's), each
+        class taking a share of the pool and of ``count`` equal to its share of the examples. Without
+        ``classes`` (regression) it is ``"top"``. Does not consume ``rng``.
 
     When all losses are equal there is no signal to follow: the anchors fall back to the "random" policy
     with a warning. ``rng`` may be a Generator, a seed, or None (fresh, non-reproducible entropy).
@@ -131,9 +145,20 @@ def select_anchors(
             pool_size = n
         pool = rng.permutation(n)[:pool_size]
         indices = _cycle(pool, count)
-    elif policy == "top":
+    elif policy == "top" or (policy == "balanced" and classes is None):
         order = np.argsort(-losses, kind="stable")
         indices = _cycle(order[:pool_size], count)
+    elif policy == "balanced":
+        classes = np.asarray(classes)
+        if classes.shape != losses.shape:
+            raise ValueError(f"classes must hold one label per example ({n}), got shape {classes.shape}")
+        values, sizes = np.unique(classes, return_counts=True)
+        parts = []
+        for value, pool_part, count_part in zip(values, apportion(pool_size, sizes), apportion(count, sizes)):
+            members = np.flatnonzero(classes == value)
+            order = members[np.argsort(-losses[members], kind="stable")]
+            parts.append(_cycle(order[:max(1, pool_part)], int(count_part)))
+        indices = np.concatenate(parts)
     else:  # weighted
         negative = losses < -1e-6 * max(1.0, float(np.abs(losses).max()))
         if negative.any():

@@ -219,8 +219,9 @@ class SageEngine:
             bad = np.flatnonzero(np.isnan(losses))[:10].tolist()
             raise FloatingPointError(f"NaN distillation loss at step {step} for real examples {bad}: the student "
                                      "diverged (lower the learning rate, or check the inputs).")
+        classes = self.teacher_logits.argmax(-1).numpy() if self.teacher_logits.shape[-1] > 1 else None
         selection = select_anchors(losses, self.synthetic_count, policy=cfg.anchor_policy,
-                                   fraction=cfg.anchor_fraction, rng=rng)
+                                   fraction=cfg.anchor_fraction, rng=rng, classes=classes)
         points = sample_near_anchors(self.map, selection.indices, k=cfg.sample_neighbors, jitter=cfg.jitter,
                                      rng=rng) if uses_map else None
         seconds["sample"] = time.perf_counter() - start
