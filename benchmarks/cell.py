@@ -151,13 +151,14 @@ def versions() -> dict:
 
 
 def source_commit() -> str | None:
-    """The checkout's commit ('+dirty' when tracked files differ from it): what a cell's numbers came from."""
+    """The checkout's commit ('+dirty' when tracked files other than results differ): what a cell came from."""
     import subprocess
 
     try:
         head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results"],
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
