@@ -311,7 +311,7 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
         model = out["model"].eval()
         cell.update(seconds_train=round(out["train_s"], 2), steps=out["steps"], epochs=spec["epochs"])
         metrics, logits, _ = _dev_scores(model, dev, tokenizer, compute_metrics)
-        _, t_logits, _ = _dev_scores(teacher.model, dev, tokenizer, compute_metrics)
+        _, t_logits, _ = _dev_scores(teacher.model.eval(), dev, tokenizer, compute_metrics)
         if logits.shape[-1] > 1:
             cell["agreement"] = float((logits.argmax(-1) == t_logits.argmax(-1)).mean())
         cell.update(dev_metric=metrics.get(task_spec.main_metric), dev_metrics=metrics,

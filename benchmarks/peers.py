@@ -178,6 +178,9 @@ class _Autocast(torch.nn.Module):
         self.model = model
         self.device_type = torch.device(device).type
         self.enabled = enabled
+        # TextBrewer restores the wrapper's mode after training: start it in the model's, or a frozen teacher
+        # comes back in train mode (dropout on)
+        self.train(model.training)
 
     def forward(self, **kwargs):
         with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.enabled):

@@ -25,6 +25,7 @@ def _teacher_student():
     teacher = tiny_teacher("bert", seed=0, attn="eager", sharpen=200.0, dropout=0.0)  # KL at T=2 ~0.3 before training
     for p in teacher.parameters():
         p.requires_grad_(False)
+    teacher.eval()
     torch.manual_seed(1)
     student = AutoModelForSequenceClassification.from_config(tiny_config("bert", num_layers=2, dropout=0.0),
                                                              attn_implementation="eager")
@@ -68,6 +69,7 @@ def test_peer_smoke(name):
     changed = [k for k, v in student.state_dict().items() if not torch.equal(v, before[k])]
     assert any("encoder.layer" in k for k in changed) and any("classifier" in k for k in changed)
     assert all(torch.equal(v, teacher_before[k]) for k, v in teacher.state_dict().items())
+    assert not teacher.training, "the frozen teacher comes back in eval mode (no dropout in later dev passes)"
     loss_after = _kd_loss(teacher, student, data)
     assert loss_after < 0.8 * loss_before, (loss_before, loss_after)
 
