@@ -220,8 +220,12 @@ def _run_textbrewer(name, teacher, student, loader, steps, *, learning_rate, tem
     with tempfile.TemporaryDirectory(prefix="textbrewer-") as out_dir, _peer_errors("textbrewer", f"run {name}"):
         train_config = textbrewer.TrainingConfig(device=device, output_dir=out_dir, log_dir=None, ckpt_steps=steps,
                                                  gradient_accumulation_steps=1, fp16=False)
+        # a single score (regression, STS-B): a softmax over one logit is constant, so soft cross-entropy would
+        # teach the head nothing; TextBrewer's MSE on the (temperature-scaled) score is the KD it offers there
+        regression = student.config.num_labels == 1
         distill_config = textbrewer.DistillationConfig(
-            temperature=temperature, kd_loss_type="ce", kd_loss_weight=1, hard_label_weight=0,
+            temperature=temperature, kd_loss_type="mse" if regression else "ce", kd_loss_weight=1,
+            hard_label_weight=0,
             intermediate_matches=_hidden_matches(teacher, student) if hidden else None)
         distiller = textbrewer.GeneralDistiller(train_config=train_config, distill_config=distill_config,
                                                 model_T=_Autocast(teacher, device, bf16),
@@ -251,6 +255,7 @@ def _run_torchdistill(teacher, student, loader, steps, *, learning_rate, tempera
     counter_box.append(_StepCounter(optimizer))
     scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=steps)
     model_t, model_s = _Autocast(teacher, device, bf16), _Autocast(student, device, bf16)
+    regression = student.config.num_labels == 1
     teacher_was_training = teacher.training
     teacher.eval()
     student.train()
@@ -262,8 +267,12 @@ def _run_torchdistill(teacher, student, loader, steps, *, learning_rate, tempera
                 with torch.no_grad():
                     logits_t = model_t(**batch).logits.float()
                 logits_s = model_s(**batch).logits.float()
-                with _peer_errors("torchdistill", "compute KDLoss"):
-                    loss = criterion({"classifier": {"output": logits_s}}, {"classifier": {"output": logits_t}})
+                if regression:  # KDLoss is a softmax KL, constant on one score: MSE on the score, as KD does
+                    loss = torch.nn.functional.mse_loss(logits_s, logits_t)
+                else:
+                    with _peer_errors("torchdistill", "compute KDLoss"):
+                        loss = criterion({"classifier": {"output": logits_s}},
+                                         {"classifier": {"output": logits_t}})
                 loss.backward()
                 if max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(student.parameters(), max_grad_norm)

@@ -21,14 +21,15 @@ pytestmark = pytest.mark.slow
 TEMPERATURE = 2.0
 
 
-def _teacher_student():
-    teacher = tiny_teacher("bert", seed=0, attn="eager", sharpen=200.0, dropout=0.0)  # KL at T=2 ~0.3 before training
+def _teacher_student(num_labels: int = 3):
+    teacher = tiny_teacher("bert", seed=0, attn="eager", sharpen=200.0, dropout=0.0,  # KL at T=2 ~0.3 before training
+                           num_labels=num_labels)
     for p in teacher.parameters():
         p.requires_grad_(False)
     teacher.eval()
     torch.manual_seed(1)
-    student = AutoModelForSequenceClassification.from_config(tiny_config("bert", num_layers=2, dropout=0.0),
-                                                             attn_implementation="eager")
+    student = AutoModelForSequenceClassification.from_config(
+        tiny_config("bert", num_layers=2, dropout=0.0, num_labels=num_labels), attn_implementation="eager")
     return teacher, student
 
 
@@ -90,6 +91,24 @@ def test_peer_max_steps_and_collate_fn(name):
     out = peers.run_peer(name, teacher, student, data, num_train_epochs=100, learning_rate=1e-3, batch_size=4,
                          temperature=TEMPERATURE, seed=0, max_steps=5, collate_fn=collate)
     assert out["steps"] == 5 and calls and all(c == 4 for c in calls)
+
+
+@pytest.mark.parametrize("name", peers.PEERS)
+def test_peers_distil_a_regression_score(name):
+    """STS-B: one score per pair, where a softmax loss is constant; the student's score must move to the teacher's."""
+    pytest.importorskip(peers._PACKAGE[name])
+    teacher, student = _teacher_student(num_labels=1)
+    data = _data()
+
+    def gap():
+        with torch.no_grad():
+            batch = peers._pad_collate(0)([{k: row[k] for k in ("input_ids", "attention_mask")} for row in data])
+            return float(torch.mean((student(**batch).logits - teacher(**batch).logits) ** 2))
+
+    before = gap()
+    peers.run_peer(name, teacher, student, data, num_train_epochs=8, learning_rate=3e-3, batch_size=8,
+                   temperature=TEMPERATURE, seed=0)
+    assert gap() < 0.5 * before, (before, gap())
 
 
 def test_logit_kd_peers_train_identically():
