@@ -45,6 +45,8 @@ SYSTEMS: dict[str, dict] = {
     "sage_no_warmup": {"warmup_epochs": 0.0},
     "sage_weighted": {"anchor_policy": "weighted"},
     "sage_balanced": {"anchor_policy": "balanced"},  # hard anchors per teacher class, in the data's proportions
+    # four swap candidates per anchor, the one the student finds hardest kept (Glitter-style selection)
+    "sage_hardest_of_4": {"candidates_per_anchor": 4},
     "sage_scale_0.25": {"synthesis": "shift", "shift_scale": 0.25},
     # sequence-level inversion: (1 - t) anchor + t map-neighbour, token by token (see README, Results)
     "sage_interpolate": {"synthesis": "interpolate"},

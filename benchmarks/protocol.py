@@ -10,9 +10,9 @@ import math
 import numpy as np
 import stats
 
-SYSTEMS = ["kd", "sage", "sage_balanced", "sage_swap_shared", "sage_shift", "sage_replace", "sage_interpolate",
-           "sage_random_anchors", "sage_adversarial", "sage_repeat", "kd_hidden", "sage_hidden", "textbrewer_kd",
-           "torchdistill_kd", "textbrewer_hidden"]
+SYSTEMS = ["kd", "sage", "sage_hardest_of_4", "sage_balanced", "sage_swap_shared", "sage_shift", "sage_replace",
+           "sage_interpolate", "sage_random_anchors", "sage_adversarial", "sage_repeat", "kd_hidden", "sage_hidden",
+           "textbrewer_kd", "torchdistill_kd", "textbrewer_hidden"]
 TASKS = ["sst2", "cola", "mrpc", "rte", "stsb"]
 BASELINE = "kd"
 TRAIN_SIZES = {"sst2": 67349, "cola": 8551, "mrpc": 3668, "rte": 2490, "stsb": 5749}  # GLUE train sets

@@ -186,6 +186,12 @@ class SageTrainingArguments(TrainingArguments):
                   "pair, for the same neighbour, so the words the two sentences share (what paraphrase, entailment "
                   "and similarity labels rest on) stay shared. Single sentences are unaffected."},
     )
+    candidates_per_anchor: int = field(
+        default=1,
+        metadata={"help": "Synthetic candidates made per anchor; the teacher labels them all and the one the student "
+                  "currently finds hardest (largest soft-target loss against the teacher's label) is kept, as in "
+                  "Glitter and Minimax-kNN. 1: one candidate, nothing chosen (the draws of earlier versions)."},
+    )
 
     # ---- intermediate layers -------------------------------------------------------------------------
     hidden_loss: Literal[HIDDEN_LOSSES] = field(
@@ -263,6 +269,11 @@ class SageTrainingArguments(TrainingArguments):
             raise ValueError(f"swap_fraction must be in (0, 1], got {self.swap_fraction}.")
         if self.swap_candidates < 1:
             raise ValueError(f"swap_candidates must be >= 1, got {self.swap_candidates}.")
+        if self.candidates_per_anchor < 1:
+            raise ValueError(f"candidates_per_anchor must be >= 1, got {self.candidates_per_anchor}.")
+        if self.candidates_per_anchor > 1 and get_synthesis(self.synthesis).labels_from_cache:
+            raise ValueError(f"candidates_per_anchor={self.candidates_per_anchor} has nothing to choose between: "
+                             f"synthesis={self.synthesis!r} copies its anchors. Use 1, or a method that changes them.")
         _one_of("hidden_loss", self.hidden_loss, HIDDEN_LOSSES)
         if self.alpha_hidden < 0:
             raise ValueError(f"alpha_hidden must be >= 0, got {self.alpha_hidden}.")

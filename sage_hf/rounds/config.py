@@ -55,6 +55,7 @@ class RoundConfig:
     swap_fraction: float = 0.3
     swap_candidates: int = 8
     swap_shared_words: bool = False
+    candidates_per_anchor: int = 1
     score_pass: str = "auto"
     round_precision: str = "float32"  # resolved: never "auto"
 
@@ -74,6 +75,7 @@ class RoundConfig:
                    adversarial_radius=args.adversarial_radius,
                    adversarial_through_teacher=args.adversarial_through_teacher, swap_fraction=args.swap_fraction,
                    swap_candidates=args.swap_candidates, swap_shared_words=args.swap_shared_words,
+                   candidates_per_anchor=args.candidates_per_anchor,
                    score_pass=args.score_pass,
                    round_precision=resolve_round_precision(args.round_precision, args.device))
 

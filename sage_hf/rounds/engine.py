@@ -24,10 +24,11 @@ import torch
 from ..maps.cache import fit_or_load_reducer
 from .anchors import select_anchors
 from .buffer import SageTrainBuffer, SyntheticSet, entry_batch
+from .candidates import keep_harder
 from .config import RoundConfig
 from .decode import decode_synthetic
 from .sampling import sample_near_anchors
-from .scoring import TrainingPassScores, by_length, pooled_layer1, score_examples
+from .scoring import TrainingPassScores, by_length, difficulty_and_agreement, pooled_layer1, score_examples
 from .synthesis import ProposalContext, get_synthesis
 
 logger = logging.getLogger(__name__)
@@ -226,23 +227,21 @@ class SageEngine:
                                      rng=rng) if uses_map else None
         seconds["sample"] = time.perf_counter() - start
 
-        start = time.perf_counter()
         ctx = ProposalContext(anchors=selection.indices, points=points, map=self.map if uses_map else None,
                               pooled=self.pooled if uses_map else None,
                               teacher=self.teacher, student=student, features=self.features, rng=rng, config=cfg,
                               show_progress=self._is_main(), teacher_logits=self.teacher_logits)
         anchors = torch.as_tensor(selection.indices, dtype=torch.long)
         m = len(anchors)
-        synthetic = SyntheticSet(anchors, torch.zeros(m, self.teacher_logits.shape[-1]),
-                                 torch.ones(m, dtype=torch.bool), self.method.propose(ctx))
-        seconds["invert"] = time.perf_counter() - start
-
-        start = time.perf_counter()
-        if self.method.labels_from_cache:
-            synthetic.teacher_logits = self.teacher_logits[anchors].clone()
-        else:
-            synthetic.teacher_logits = self.label(synthetic)
-        seconds["label"] = time.perf_counter() - start
+        synthetic = hardest = None
+        for _ in range(cfg.candidates_per_anchor):  # each proposal draws anew from `rng`
+            candidate = self._propose_and_label(ctx, anchors, seconds)
+            if cfg.candidates_per_anchor == 1:
+                synthetic = candidate
+                continue
+            start = time.perf_counter()
+            synthetic, hardest = keep_harder(synthetic, hardest, candidate, self.difficulty(student, candidate))
+            seconds["choose"] = seconds.get("choose", 0.0) + time.perf_counter() - start
 
         if cfg.synthesis_mode == "augment":
             synthetic = SyntheticSet.concat(self._real_entries(np.arange(self.n_real)), synthetic)
@@ -258,21 +257,52 @@ class SageEngine:
         self.history.append(report.record())
         return report
 
-    def label(self, entries: SyntheticSet) -> torch.Tensor:
-        """Teacher logits of synthetic entries (real ones keep their cached logits), from layer 1.
+    def _propose_and_label(self, ctx: ProposalContext, anchors: torch.Tensor, seconds: dict) -> SyntheticSet:
+        """One synthetic entry per anchor, labelled by the teacher; adds its time to `seconds`."""
+        start = time.perf_counter()
+        entries = SyntheticSet(anchors, torch.zeros(len(anchors), self.teacher_logits.shape[-1]),
+                               torch.ones(len(anchors), dtype=torch.bool), self.method.propose(ctx))
+        seconds["invert"] = seconds.get("invert", 0.0) + time.perf_counter() - start
+        start = time.perf_counter()
+        if self.method.labels_from_cache:
+            entries.teacher_logits = self.teacher_logits[anchors].clone()
+        else:
+            entries.teacher_logits = self.label(entries)
+        seconds["label"] = seconds.get("label", 0.0) + time.perf_counter() - start
+        return entries
 
-        In inference mode (and `round_precision`), in batches of `teacher_batch_size` entries of similar length;
-        rows in entry order.
+    def label(self, entries: SyntheticSet) -> torch.Tensor:
+        """Teacher logits of synthetic entries (real ones keep their cached logits), from layer 1."""
+        return self._logits_of(entries, self.teacher.logits_from_layer1, next(self.teacher.parameters()).device)
+
+    def difficulty(self, student, entries: SyntheticSet) -> torch.Tensor:
+        """Per entry, the student's soft-target loss against the entry's teacher logits (dropout off)."""
+        dtype = next(student.parameters()).dtype
+
+        def forward(vectors, mask):
+            return student(inputs_embeds=vectors.to(dtype), attention_mask=mask).logits
+
+        was_training = student.training
+        student.eval()
+        try:
+            logits = self._logits_of(entries, forward, next(student.parameters()).device)
+        finally:
+            student.train(was_training)
+        losses, _ = difficulty_and_agreement(logits, entries.teacher_logits, self.config.difficulty_kwargs())
+        return losses
+
+    def _logits_of(self, entries: SyntheticSet, forward, device) -> torch.Tensor:
+        """`forward(layer-1 vectors, mask)` of every entry, float32 on the CPU, rows in entry order.
+
+        In inference mode (and `round_precision`), in batches of `teacher_batch_size` entries of similar length.
         """
-        device = next(self.teacher.parameters()).device
         out = torch.zeros(len(entries), self.teacher_logits.shape[-1])
         lengths = self.method.lengths(self.real_lengths, entries.source, entries.columns)
         for rows in by_length(lengths.numpy(), self.config.teacher_batch_size):
             batch = entry_batch(self.features, entries, self.method, rows.tolist())
             with torch.inference_mode(), self.config.inference_autocast(device):
                 vectors, mask = self.method.materialise(self.teacher, {k: v.to(device) for k, v in batch.items()})
-                logits = self.teacher.logits_from_layer1(vectors, mask).float().cpu()
-            out[torch.from_numpy(rows)] = logits
+                out[torch.from_numpy(rows)] = forward(vectors, mask).float().cpu()
         return out
 
     def _decode(self, entries: SyntheticSet) -> list[str]:
