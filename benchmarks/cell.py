@@ -335,14 +335,14 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
     prediction = trainer.predict(dev, metric_key_prefix="eval")
     metrics = prediction.metrics
     engine = trainer.sage_engine
-    stages = {k: 0.0 for k in ("score", "map", "sample", "invert", "label")}
+    stages = {k: 0.0 for k in ("score", "map", "sample", "invert", "label", "choose")}
     synthetic = 0
     for h in (engine.history if engine else []):
         synthetic += h["synthetic_count"]
         for k, v in h["seconds"].items():
-            stages[k] += v
+            stages[k] = stages.get(k, 0.0) + v
     warm = getattr(trainer, "warmup_metrics", {}) or {}
-    gen_s = stages["sample"] + stages["invert"] + stages["label"]
+    gen_s = stages["sample"] + stages["invert"] + stages["label"] + stages["choose"]
     cell.update(
         dev_metric=metrics.get(f"eval_{task_spec.main_metric}"),
         dev_metrics={k[5:]: v for k, v in metrics.items() if k.startswith("eval_")},
