@@ -15,6 +15,7 @@ SYSTEMS = ["kd", "sage", "sage_hardest_of_4", "sage_balanced", "sage_swap_shared
            "textbrewer_kd", "torchdistill_kd", "textbrewer_hidden"]
 TASKS = ["sst2", "cola", "mrpc", "rte", "stsb"]
 BASELINE = "kd"
+RATE_SYSTEMS = ("kd", "sage")  # the systems whose finished cells set a task's seconds per step
 TRAIN_SIZES = {"sst2": 67349, "cola": 8551, "mrpc": 3668, "rte": 2490, "stsb": 5749}  # GLUE train sets
 BATCH_SIZE = 32
 
@@ -43,22 +44,41 @@ def cell_steps(task: str, system: str, spec: dict, transfer_sst2: int | None, ov
     return int(spec["epochs"] * math.ceil(per_epoch / BATCH_SIZE) + warm)
 
 
-def rates(report: dict, device: str) -> tuple[dict, dict]:
-    """Seconds per step per task and teacher examples per second: recorded defaults, refined by finished work.
+def _finished(report: dict, device: str) -> list[dict]:
+    return [c for c in report.get("cells", []) if c.get("error") is None and c.get("steps") and c.get("wall_s")
+            and c.get("device", "cpu") == device]
 
-    A task with finished cells (or a trained teacher) on this device uses their mean; the others get the recorded
-    default scaled by how much faster or slower the finished ones ran than their defaults (this machine's speed).
+
+def rates(report: dict, device: str) -> tuple[dict, dict]:
+    """Seconds per step per task (plain KD and default SAGE) and teacher examples per second: recorded defaults,
+    refined by finished work.
+
+    A task with finished kd/sage cells (or a trained teacher) on this device uses their mean; the others get the
+    recorded default scaled by how much faster or slower the finished ones ran than their defaults (this machine's
+    speed).
     """
+    finished = [c for c in _finished(report, device) if c["system"] in RATE_SYSTEMS]
     per_step = _calibrated(SECONDS_PER_STEP[device], {
-        task: [c["wall_s"] / c["steps"] for c in report.get("cells", [])
-               if c["task"] == task and c.get("error") is None and c.get("steps") and c.get("wall_s")
-               and c.get("device", "cpu") == device]
-        for task in SECONDS_PER_STEP[device]})
+        task: [c["wall_s"] / c["steps"] for c in finished if c["task"] == task] for task in SECONDS_PER_STEP[device]})
     teacher = _calibrated(TEACHER_EXAMPLES_PER_S[device], {
         task: [t["train_examples"] * t["epochs"] / t["seconds"]]
         for task, t in report.get("teachers", {}).items()
         if t.get("error") is None and t.get("train_examples") and t.get("seconds") and t.get("device") == device})
     return per_step, teacher
+
+
+def system_rates(report: dict, device: str, per_step: dict) -> tuple[dict, dict]:
+    """(task, system) -> seconds per step of its finished cells, and system -> how many times the kd/sage rate of
+    the same tasks it runs at (the peers run the teacher every step: about 2-3x on this CPU)."""
+    measured: dict[tuple, list] = {}
+    for c in _finished(report, device):
+        measured.setdefault((c["task"], c["system"]), []).append(c["wall_s"] / c["steps"])
+    exact = {key: float(np.mean(v)) for key, v in measured.items()}
+    ratios: dict[str, list] = {}
+    for (task, system), rate in exact.items():
+        if task in per_step:
+            ratios.setdefault(system, []).append(np.log(rate / per_step[task]))
+    return exact, {system: float(np.exp(np.mean(v))) for system, v in ratios.items()}
 
 
 def _calibrated(defaults: dict, measured: dict) -> dict:
@@ -69,12 +89,18 @@ def _calibrated(defaults: dict, measured: dict) -> dict:
 
 def estimate(cells: list, teachers: list, report: dict, spec: dict, systems: dict, device: str,
              transfer_sst2: int | None) -> dict:
-    """Seconds per pending cell and teacher, with the total; `cells` are (task, system, seed) still to run."""
+    """Seconds per pending cell and teacher, with the total; `cells` are (task, system, seed) still to run.
+
+    A (task, system) with finished cells runs at their rate; another cell of a system measured elsewhere at the
+    task's kd/sage rate times the system's factor; an unmeasured system at the task's rate.
+    """
     per_step, teacher_rate = rates(report, device)
+    exact, factor = system_rates(report, device, per_step)
     out = {"cells": {}, "teachers": {}}
     for task, system, seed in cells:
         steps = cell_steps(task, system, spec, transfer_sst2, systems[system])
-        out["cells"][(task, system, seed)] = steps * per_step[task]
+        rate = exact.get((task, system), per_step[task] * factor.get(system, 1.0))
+        out["cells"][(task, system, seed)] = steps * rate
     for task in teachers:
         out["teachers"][task] = spec["teacher_epochs"] * TRAIN_SIZES[task] / teacher_rate[task]
     out["total_s"] = sum(out["cells"].values()) + sum(out["teachers"].values())

@@ -190,8 +190,9 @@ class SageTrainingArguments(TrainingArguments):
         default=1,
         metadata={"help": "Synthetic candidates made per anchor; the teacher labels them all and the one the student "
                   "currently finds hardest (largest soft-target loss against the teacher's label) is kept, as in "
-                  "Glitter and Minimax-kNN. 1: one candidate, nothing chosen (the draws of earlier versions). Measured "
-                  "with 4 (docs/results.md): no gain on SST-2, worse on MRPC, at about 2.3x plain KD's time."},
+                  "Glitter and Minimax-kNN. 1: one candidate, nothing chosen (the draws of earlier versions). "
+                  "Measured with 4 (docs/results.md): no gain on SST-2, worse on MRPC, at about 2.3x plain KD's "
+                  "time."},
     )
 
     # ---- intermediate layers -------------------------------------------------------------------------

@@ -288,6 +288,23 @@ def test_estimate_uses_recorded_rates_then_finished_cells(tmp_path):
     assert "Estimated time" in protocol.estimate_text(est)
 
 
+def test_estimate_scales_a_slow_system_by_what_its_finished_cells_took():
+    spec = bench.SUITES["protocol"]
+    cells = [{"task": "rte", "system": "kd", "seed": 0, "steps": 100, "wall_s": 200.0},
+             {"task": "rte", "system": "textbrewer_hidden", "seed": 0, "steps": 100, "wall_s": 500.0},
+             {"task": "sst2", "system": "kd", "seed": 0, "steps": 100, "wall_s": 100.0}]
+    done = {"cells": [{**c, "error": None, "device": "cpu"} for c in cells]}
+    est = protocol.estimate([("rte", "textbrewer_hidden", 1), ("sst2", "textbrewer_hidden", 0), ("sst2", "sage", 0)],
+                            [], done, spec, bench.SYSTEMS, "cpu", None)
+    rte = protocol.cell_steps("rte", "kd", spec, None, {})
+    sst2 = protocol.cell_steps("sst2", "kd", spec, None, {})
+    assert est["cells"][("rte", "textbrewer_hidden", 1)] == pytest.approx(rte * 5.0)  # its own finished cell
+    assert est["cells"][("sst2", "textbrewer_hidden", 0)] == pytest.approx(sst2 * 1.0 * 2.5)  # 2.5x kd on RTE
+    assert est["cells"][("sst2", "sage", 0)] == pytest.approx(sst2 * 1.0)  # the task's kd/sage rate
+    # a slow peer's cells do not slow down the task's kd/sage rate
+    assert protocol.rates(done, "cpu")[0]["rte"] == pytest.approx(2.0)
+
+
 def test_full_sst2_transfer_set_writes_its_own_results_file(tmp_path):
     assert bench.results_path(_args(tmp_path)).name == "protocol-2026-12-03.json"
     assert bench.results_path(_args(tmp_path, transfer_sst2=67349)).name == "protocol-sst2x67349-2026-12-03.json"
