@@ -11,8 +11,8 @@ import numpy as np
 import stats
 
 SYSTEMS = ["kd", "sage", "sage_hardest_of_4", "sage_balanced", "sage_swap_shared", "sage_shift", "sage_replace",
-           "sage_interpolate", "sage_random_anchors", "sage_adversarial", "sage_repeat", "kd_hidden", "sage_hidden",
-           "textbrewer_kd", "torchdistill_kd", "textbrewer_hidden"]
+           "sage_interpolate", "sage_random_anchors", "sage_adversarial", "sage_repeat", "kd_same_passes", "kd_hidden",
+           "sage_hidden", "textbrewer_kd", "torchdistill_kd", "textbrewer_hidden"]
 TASKS = ["sst2", "cola", "mrpc", "rte", "stsb"]
 BASELINE = "kd"
 RATE_SYSTEMS = ("kd", "sage")  # the systems whose finished cells set a task's seconds per step
@@ -39,6 +39,8 @@ def cell_steps(task: str, system: str, spec: dict, transfer_sst2: int | None, ov
     """Optimiser steps of a cell: default SAGE's (augment: real + as many synthetic a epoch, plus the warm-up),
     which plain KD and the peers match; the paper's replace mode trains on the synthetic set alone."""
     n = transfer_size(task, spec["tasks"], transfer_sst2)
+    if overrides.get("budget") == "real_passes":  # plain KD for the suite's epochs over the real set
+        return int(spec["epochs"] * math.ceil(n / BATCH_SIZE))
     per_epoch = n if overrides.get("synthesis_mode") == "replace" else 2 * n
     warm = math.ceil(spec["warmup_max_samples"] / BATCH_SIZE)
     return int(spec["epochs"] * math.ceil(per_epoch / BATCH_SIZE) + warm)

@@ -17,6 +17,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import protocol  # noqa: E402
 import run as bench  # noqa: E402
 import stats  # noqa: E402
+from cell import BENCH_KEYS  # noqa: E402
 
 
 def test_small_suite_plans_kd_sage_and_reducer_none_on_sst2_and_rte():
@@ -73,8 +74,10 @@ def test_every_system_differs_from_default_sage_and_from_every_other():
     assert len(set(settings)) == len(settings)
     for name, overrides in bench.SYSTEMS.items():
         for key, value in overrides.items():
-            assert key == "peer" or key in defaults, f"{name} sets {key}, which SageTrainingArguments does not have"
-            assert key == "peer" or defaults[key] != value, f"{name} sets {key}={value!r}, the default"
+            if key in BENCH_KEYS:
+                continue
+            assert key in defaults, f"{name} sets {key}, which SageTrainingArguments does not have"
+            assert defaults[key] != value, f"{name} sets {key}={value!r}, the default"
 
 
 # ---- protocol suite -------------------------------------------------------------------------------------------------
@@ -273,6 +276,8 @@ def test_estimate_uses_recorded_rates_then_finished_cells(tmp_path):
     assert protocol.cell_steps("sst2", "sage", spec, None, {}) == 3 * 500 + 32
     assert protocol.cell_steps("sst2", "sage_replace", spec, None, {"synthesis_mode": "replace"}) == 3 * 250 + 32
     assert protocol.cell_steps("sst2", "kd", spec, 67349, {}) == 3 * 4210 + 32
+    # the passes control: plain KD for the suite's 3 epochs over the real set, no warm-up
+    assert protocol.cell_steps("sst2", "kd_same_passes", spec, None, bench.SYSTEMS["kd_same_passes"]) == 3 * 250
     est = protocol.estimate([("rte", "kd", 0)], ["rte"], {"cells": []}, spec, bench.SYSTEMS, "cpu", None)
     rte_steps = 3 * 156 + 32
     assert est["cells"][("rte", "kd", 0)] == pytest.approx(rte_steps * protocol.SECONDS_PER_STEP["cpu"]["rte"])
