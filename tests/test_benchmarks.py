@@ -293,6 +293,15 @@ def test_estimate_uses_recorded_rates_then_finished_cells(tmp_path):
     assert "Estimated time" in protocol.estimate_text(est)
 
 
+def test_a_synthetic_share_sets_the_synthetic_count_of_an_epoch():
+    import cell
+
+    assert cell.synthetic_count_for_share(3668, 0.5) == 3668  # default SAGE: as many synthetic as real
+    assert cell.synthetic_count_for_share(3000, 0.25) == 1000  # a quarter of 4,000
+    with pytest.raises(ValueError, match="synthetic_share"):
+        cell.synthetic_count_for_share(100, 1.0)
+
+
 def test_estimate_scales_a_slow_system_by_what_its_finished_cells_took():
     spec = bench.SUITES["protocol"]
     cells = [{"task": "rte", "system": "kd", "seed": 0, "steps": 100, "wall_s": 200.0},
