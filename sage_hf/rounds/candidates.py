@@ -1,7 +1,7 @@
 """Choosing among several synthetic candidates per anchor: keep the one the student finds hardest.
 
 A round can make K candidates per anchor (`candidates_per_anchor`); the teacher labels them all and the row whose
-soft-target loss under the current student is largest is kept, so the synthetic half of the next epoch holds the
+soft-target loss under the current student is largest is kept, so the synthetic part of the next epoch holds the
 examples the student has most to learn from (Glitter, 2203.09391; Minimax-kNN, 2105.13608). Labelling costs K
 teacher passes and choosing K student passes over the synthetic set.
 """
