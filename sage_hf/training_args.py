@@ -93,7 +93,10 @@ class SageTrainingArguments(TrainingArguments):
         metadata={"help": "Scale of the layer-1 shift (inverted vector - anchor's pooled vector); 1 = paper."},
     )
     synthetic_count: int | None = field(
-        default=None, metadata={"help": "Synthetic examples per round (default: as many as real examples)."}
+        default=None,
+        metadata={"help": "Synthetic examples per round (default: as many as real examples, half of an augment-mode "
+                  "epoch; a third as many, a quarter of the epoch at the same steps, measured lower on the protocol "
+                  "suite's 5-task average: see README)."},
     )
     synthesis: Literal[SYNTHESIS_METHODS] = field(
         default=DEFAULT_SYNTHESIS,
