@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,28 @@ class SageTrainer(Trainer):
             self.warm_up()
         return super().train(resume_from_checkpoint=checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
+    def get_train_dataloader(self):
+        """In synthesis_mode='mix', batches of real examples that each carry a share of the synthetic ones."""
+        engine = self.sage_engine
+        if engine is None or engine.config.synthesis_mode != "mix" or self.train_dataset is not engine.buffer:
+            return super().get_train_dataloader()
+        from torch.utils.data import DataLoader
+        from transformers.trainer_utils import seed_worker
+
+        from .rounds.mixed_batches import MixedBatchSampler
+
+        args = self.args
+        sampler = MixedBatchSampler(engine.buffer, engine.n_real, self._train_batch_size,
+                                    group_by_length=args.train_sampling_strategy == "group_by_length")
+        loader = DataLoader(engine.buffer, batch_sampler=sampler,
+                            collate_fn=self._get_collator_with_removed_columns(self.data_collator, "training"),
+                            num_workers=args.dataloader_num_workers, pin_memory=args.dataloader_pin_memory,
+                            persistent_workers=args.dataloader_persistent_workers,
+                            prefetch_factor=args.dataloader_prefetch_factor,
+                            worker_init_fn=partial(seed_worker, num_workers=args.dataloader_num_workers,
+                                                   rank=args.process_index))
+        return self.accelerator.prepare(loader)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset

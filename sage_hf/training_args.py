@@ -16,7 +16,7 @@ from .rounds.anchors import VALID_POLICIES
 from .rounds.scoring import POOLINGS
 from .rounds.synthesis import SYNTHESIS_METHODS, get_synthesis
 
-SYNTHESIS_MODES = ("replace", "augment")
+SYNTHESIS_MODES = ("replace", "augment", "mix")
 DEFAULT_SYNTHESIS = "swap"  # the best 5-task average measured on the protocol suite (README, Results)
 REGENERATE = ("every_epoch", "once")
 SCORE_PASSES = ("auto", "always")
@@ -115,7 +115,10 @@ class SageTrainingArguments(TrainingArguments):
     synthesis_mode: Literal[SYNTHESIS_MODES] = field(
         default="augment",
         metadata={"help": "'augment': each epoch trains on real + synthetic examples (the best measured, see README); "
-                  "'replace': on the synthetic set only (the paper)."},
+                  "'replace': on the synthetic set only (the paper); 'mix': every batch of "
+                  "per_device_train_batch_size real examples also carries its share of the synthetic ones, so an "
+                  "epoch is one pass over the real set (as many real passes as plain KD at the same steps, the "
+                  "synthetic examples on top, about (n + synthetic_count) / n times the compute per step)."},
     )
     paper_setting: bool = field(
         default=False,
@@ -255,6 +258,9 @@ class SageTrainingArguments(TrainingArguments):
             raise ValueError(f"shift_scale must be >= 0, got {self.shift_scale}.")
         if self.synthetic_count is not None and self.synthetic_count < 0:
             raise ValueError(f"synthetic_count must be >= 0, got {self.synthetic_count}.")
+        if self.synthetic_count == 0 and self.synthesis_mode == "mix":
+            raise ValueError("synthetic_count=0 with synthesis_mode='mix' leaves nothing to mix into the batches: "
+                             "that is plain distillation (sage=False), or give a positive synthetic_count.")
         if self.synthetic_count == 0 and self.synthesis_mode == "replace":
             raise ValueError("synthetic_count=0 with synthesis_mode='replace' would leave nothing to train on: "
                              "use synthesis_mode='augment' or a positive synthetic_count.")

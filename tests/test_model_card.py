@@ -231,6 +231,11 @@ def test_augment_mode_says_real_plus_synthetic_and_replace_mode_synthetic_only(r
     replaced = (tmp_path / "README.md").read_text()
     assert "each epoch the student trains on synthetic examples" in replaced
     assert "The next epoch trains on that synthetic set alone" in replaced
+    render_model_card(dataclasses.replace(run["card_data"], synthesis_mode="mix"), tmp_path / "mix")
+    mixed = (tmp_path / "mix" / "README.md").read_text()
+    assert "every batch of real examples also carries synthetic examples" in mixed
+    assert "every batch of real examples carries its share of that synthetic set" in mixed
+    assert "trains on the real examples plus synthetic examples" not in mixed
 
 
 def test_teacher_is_the_fine_tuned_model_and_its_base_is_named_apart(run, tmp_path):

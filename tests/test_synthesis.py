@@ -30,7 +30,7 @@ def test_help_lists_the_choices_of_every_choice_field():
     text = " ".join(HfArgumentParser(SageTrainingArguments).format_help().split())
     for choices in ("--synthesis {shift,interpolate,adversarial,repeat,swap}", "--hidden_loss {none,mse,cosine}",
                     "--reducer {umap,pca,none}", "--kd_loss {kl,mse}",
-                    "--synthesis_mode {replace,augment}", "--regenerate {every_epoch,once}",
+                    "--synthesis_mode {replace,augment,mix}", "--regenerate {every_epoch,once}",
                     "--pooling {mean,first}", "--reducer_metric {euclidean,cosine}",
                     "--anchor_policy {top,weighted,random,balanced}", "--inversion_backend {fast,umap-learn}"):
         assert choices in text

@@ -72,7 +72,8 @@ class SageModelCardData:
     subsampled: str | None = None
     speed: dict | None = None
     sage: bool = True
-    synthesis_mode: str | None = field(default=None, metadata={"help": "'augment': real + synthetic; 'replace'."})
+    synthesis_mode: str | None = field(default=None, metadata={
+        "help": "'augment': real + synthetic; 'replace'; 'mix': synthetic beside each real batch."})
     regenerate: str | None = None
     sage_settings: list[tuple[str, Any, str]] = field(default_factory=list)  # (name, value, why it matters)
     distillation_settings: list[tuple[str, Any, str]] = field(default_factory=list)

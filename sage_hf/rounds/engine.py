@@ -124,8 +124,8 @@ class SageEngine:
 
     @property
     def observes_training(self) -> bool:
-        """Whether the training pass should record scores: real examples are in every epoch (augment mode)."""
-        return self.config.score_pass == "auto" and self.config.synthesis_mode == "augment"
+        """Whether the training pass should record scores: real examples are in every epoch (augment, mix)."""
+        return self.config.score_pass == "auto" and self.config.synthesis_mode != "replace"
 
     def _real_entries(self, indices) -> SyntheticSet:
         return SyntheticSet.real(indices, self.teacher_logits, self.method, self.sizes)
@@ -243,7 +243,7 @@ class SageEngine:
             synthetic, hardest = keep_harder(synthetic, hardest, candidate, self.difficulty(student, candidate))
             seconds["choose"] = seconds.get("choose", 0.0) + time.perf_counter() - start
 
-        if cfg.synthesis_mode == "augment":
+        if cfg.synthesis_mode != "replace":  # augment and mix: the real entries first, then the synthetic ones
             synthetic = SyntheticSet.concat(self._real_entries(np.arange(self.n_real)), synthetic)
         self.buffer.fill(synthetic)
         report = RoundReport(round=self.round, epoch=epoch, synthetic_count=m, agreement=float(agreement.mean()),
