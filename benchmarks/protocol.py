@@ -31,6 +31,33 @@ TEACHER_EXAMPLES_PER_S = {"cpu": {"sst2": 60, "cola": 80, "mrpc": 20, "rte": 15,
                           "cuda": {"sst2": 900, "cola": 1200, "mrpc": 300, "rte": 225, "stsb": 525}}
 
 
+def teacher_mismatch(recorded: dict, fresh: dict, min_agreement: float = 0.995, max_abs: float = 0.01) -> str | None:
+    """Why `fresh` (a teacher step's output) is not the teacher the results file recorded, or None when it is.
+
+    The same weights on another CPU may round a few borderline examples the other way, so classification
+    predictions must agree on `min_agreement` of dev and regression scores within `max_abs`; a teacher trained
+    again differs by far more (CoLA: 27.56 vs 25.12 MCC).
+    """
+    old, new = recorded.get("dev_predictions"), fresh.get("dev_predictions")
+    if old is None or new is None:
+        return None  # recorded before teachers kept their predictions: nothing to compare
+    a, b = stats.decode_predictions(old), stats.decode_predictions(new)
+    if a.shape != b.shape:
+        return f"the dev predictions differ in length ({len(a)} recorded, {len(b)} now)"
+    if isinstance(old, str):
+        agree = float(np.mean(a == b))
+        same, detail = agree >= min_agreement, f"its dev predictions agree on {agree:.1%} of examples"
+    else:
+        gap = float(np.max(np.abs(a - b))) if len(a) else 0.0
+        same, detail = gap <= max_abs, f"its dev scores differ by up to {gap:.3f}"
+    if same:
+        return None
+    return (f"the teacher in the work folder ({fresh.get('teacher_id')}) is not the one this results file's cells "
+            f"were paired with: {detail}, metric {fresh.get('teacher_metric')} now vs {recorded.get('teacher_metric')}"
+            " recorded. A teacher fine-tuned again (another machine, another library version) is another teacher: "
+            "bring back the recorded teacher's folder, or run these cells into a results file of their own (--date).")
+
+
 def transfer_size(task: str, suite_tasks: dict, transfer_sst2: int | None) -> int:
     n = suite_tasks[task]["max_train_samples"] if not (task == "sst2" and transfer_sst2) else transfer_sst2
     return min(n or TRAIN_SIZES[task], TRAIN_SIZES[task])

@@ -60,6 +60,7 @@ def run_process(cmd: list[str]) -> subprocess.CompletedProcess:
 
 
 def _step(cmd: list[str], out_file: Path, fallback: dict) -> dict:
+    out_file.unlink(missing_ok=True)  # a process that dies must not pass for the last run's output
     proc = run_process(cmd)
     if out_file.is_file():
         return json.loads(out_file.read_text())
@@ -77,17 +78,31 @@ def _common_args(args, task: str) -> list[str]:
     return cmd
 
 
-def run_teachers(args, report: dict, tasks: list[str], out: Path) -> set[str]:
-    """Each task's teacher as a step of its own (trained once, cached in the work folder); returns failed tasks."""
+def run_teachers(args, report: dict, tasks: list[str], out: Path, verify: set[str] = frozenset()) -> set[str]:
+    """Each task's teacher as a step of its own (trained once, cached in the work folder); returns failed tasks.
+
+    A teacher the results file already records is checked again for the tasks in `verify` (those with cells to
+    run): the cached one scores dev anew and must predict what the recorded one did. Cells pair only under one
+    teacher, and a teacher fine-tuned again on another machine is another teacher (2026-12-06: the same code,
+    seed and versions on an AMD EPYC instead of an Intel Xeon gave CoLA MCC 27.56 instead of 25.12).
+    """
     failed = set()
     for task in tasks:
-        if report["teachers"].get(task, {}).get("error", True) is None:
+        recorded = report["teachers"].get(task, {})
+        check = recorded.get("error", True) is None
+        if check and task not in verify:
             continue
         teacher_file = Path(args.results_dir) / "cells" / f"{out.stem}-teacher-{task}.json"
         cmd = [sys.executable, str(HERE / "cell.py"), "--teacher_only", "--task", task, "--out", str(teacher_file),
                *_common_args(args, task)]
-        print(f"[teacher] {task}", flush=True)
+        print(f"[teacher] {task}" + (" (checking it is the recorded one)" if check else ""), flush=True)
         teacher = _step(cmd, teacher_file, {"task": task})
+        if check:
+            why = teacher.get("error") or protocol.teacher_mismatch(recorded, teacher)
+            if why:
+                failed.add(task)
+                print(f"  ERROR {str(why)[:600]}", flush=True)
+            continue
         teacher.update(device=args.device, run_command=f"python benchmarks/run.py --suite {args.suite} "
                        f"--teachers_only --tasks {task} --device {args.device}")
         report["teachers"][task] = teacher
@@ -130,12 +145,14 @@ def run_suite(args) -> Path:
             print(f"  would run {task} {system} seed {seed}")
         return out
     start, started = time.time(), dt.datetime.now().isoformat(timespec="seconds")
-    failed_teachers = run_teachers(args, report, tasks, out) if is_protocol else set()
+    to_run = set() if args.teachers_only else {t for t, _, _ in pending}
+    failed_teachers = run_teachers(args, report, tasks, out, verify=to_run) if is_protocol else set()
     for i, (task, system, seed) in enumerate([] if args.teachers_only else cells, 1):
         if (task, system, seed) in done:
             continue
         if task in failed_teachers:
-            print(f"[{i}/{len(cells)}] {task} {system} seed {seed}: skipped, the teacher step failed", flush=True)
+            print(f"[{i}/{len(cells)}] {task} {system} seed {seed}: skipped, the teacher step failed or the "
+                  "teacher is not the recorded one", flush=True)
             continue
         if args.budget_s and time.time() - start > args.budget_s:
             print(f"budget of {args.budget_s}s spent: {len(cells) - i + 1} cells left out", flush=True)

@@ -166,10 +166,12 @@ def _fake_process(calls: list, n_dev: int = 60):
                                        "dev_metric": None, "error": "textbrewer cannot be imported: no tensorboard"}))
             return subprocess.CompletedProcess(cmd, 0, "", "")
         if "--teacher_only" in cmd:
-            cell = {"task": task, "metric_name": "accuracy", "teacher_metric": 0.9, "teacher_id": f"t-{task}",
-                    "source": "fine-tuned", "train_examples": 100, "epochs": 3, "transfer_examples": 100,
-                    "dev_predictions": stats.encode_predictions(gold), "dev_labels": stats.encode_predictions(gold),
-                    "seconds": 10.0, "error": None}
+            retrained = os.environ.get("TEACHER_RETRAINED") == "1"  # another machine fine-tuned it again
+            pred = np.where(np.arange(n_dev) < n_dev // 4, 1 - gold, gold) if retrained else gold
+            cell = {"task": task, "metric_name": "accuracy", "teacher_metric": 0.75 if retrained else 0.9,
+                    "teacher_id": f"t-{task}", "source": "fine-tuned", "train_examples": 100, "epochs": 3,
+                    "transfer_examples": 100, "dev_predictions": stats.encode_predictions(pred),
+                    "dev_labels": stats.encode_predictions(gold), "seconds": 10.0, "error": None}
         else:
             seed, better = int(get("--seed")), get("--system") == "sage"
             wrong = np.arange(n_dev) < (10 - 3 * better + seed)  # kd misses 10 + seed, sage 3 fewer
@@ -219,9 +221,36 @@ def test_protocol_resume_skips_finished_cells_and_teachers(tmp_path, monkeypatch
     bench.run_suite(_args(tmp_path, tasks=["rte"], seeds=[0]))
     calls.clear()
     bench.run_suite(_args(tmp_path, tasks=["rte"], seeds=[0, 1], resume=True))
-    assert calls == [("rte", "kd", 1), ("rte", "sage", 1)]
+    assert calls == [("teacher", "rte"), ("rte", "kd", 1), ("rte", "sage", 1)], "the teacher is checked, not trained"
     report = json.loads((tmp_path / "protocol-2026-12-03.json").read_text())
     assert len(report["cells"]) == 4 and len(report["runs"]) == 2
+
+
+def test_resume_refuses_a_teacher_that_is_not_the_recorded_one(tmp_path, monkeypatch, capsys):
+    calls: list = []
+    monkeypatch.setattr(bench, "run_process", _fake_process(calls))
+    bench.run_suite(_args(tmp_path, tasks=["rte"], seeds=[0]))
+    monkeypatch.setenv("TEACHER_RETRAINED", "1")
+    calls.clear()
+    capsys.readouterr()
+    bench.run_suite(_args(tmp_path, tasks=["rte"], seeds=[0, 1], resume=True))
+    assert calls == [("teacher", "rte")], "no cell runs under another teacher"
+    printed = capsys.readouterr().out
+    assert "is not the one this results file's cells were paired with: its dev predictions agree on 75.0%" in printed
+    assert "rte kd seed 1: skipped" in printed
+    report = json.loads((tmp_path / "protocol-2026-12-03.json").read_text())
+    assert report["teachers"]["rte"]["teacher_metric"] == 0.9 and len(report["cells"]) == 2
+
+
+def test_teacher_mismatch_tolerates_rounding_but_not_another_teacher():
+    recorded = {"dev_predictions": "0110" * 100, "teacher_metric": 0.9}
+    assert protocol.teacher_mismatch(recorded, {"dev_predictions": "1110" + "0110" * 99}) is None  # 1 of 400
+    assert "agree on 99.0%" in protocol.teacher_mismatch(recorded, {"dev_predictions": "1001" + "0110" * 99})
+    assert protocol.teacher_mismatch({"teacher_metric": 0.9}, {"dev_predictions": "01"}) is None
+    scores = {"dev_predictions": [0.5, 4.25, 3.0]}
+    assert protocol.teacher_mismatch(scores, {"dev_predictions": [0.505, 4.25, 3.0]}) is None
+    assert "differ by up to 0.200" in protocol.teacher_mismatch(scores, {"dev_predictions": [0.5, 4.05, 3.0]})
+    assert "differ in length" in protocol.teacher_mismatch(scores, {"dev_predictions": [0.5]})
 
 
 def test_a_failing_system_is_recorded_as_an_error_and_retried_on_resume(tmp_path, monkeypatch):
@@ -235,7 +264,7 @@ def test_a_failing_system_is_recorded_as_an_error_and_retried_on_resume(tmp_path
     assert "broken system" in (tmp_path / "protocol-2026-12-03.md").read_text()
     calls.clear()
     bench.run_suite(_args(tmp_path, tasks=["rte"], systems=["kd", "sage_broken"], seeds=[0], resume=True))
-    assert calls == [("rte", "sage_broken", 0)]
+    assert calls == [("teacher", "rte"), ("rte", "sage_broken", 0)]
 
 
 def test_a_peer_that_cannot_be_imported_is_final_until_retry_failed(tmp_path, monkeypatch):
@@ -246,10 +275,10 @@ def test_a_peer_that_cannot_be_imported_is_final_until_retry_failed(tmp_path, mo
     bench.run_suite(_args(tmp_path, **slice_))
     calls.clear()
     bench.run_suite(_args(tmp_path, **slice_, resume=True))
-    assert calls == []  # recorded once, not retried
+    assert calls == []  # recorded once, not retried (and nothing to run: the teacher is not checked either)
     monkeypatch.setenv("PEER_INSTALLED", "1")
     bench.run_suite(_args(tmp_path, **slice_, resume=True, retry_failed=True))
-    assert calls == [("rte", "textbrewer_missing", 0)]
+    assert calls == [("teacher", "rte"), ("rte", "textbrewer_missing", 0)]
     report = json.loads((tmp_path / "protocol-2026-12-03.json").read_text())
     cells = [c for c in report["cells"] if c["system"] == "textbrewer_missing"]
     assert len(cells) == 1 and cells[0]["error"] is None and cells[0]["dev_metric"] is not None
