@@ -118,7 +118,8 @@ class SageTrainingArguments(TrainingArguments):
                   "'replace': on the synthetic set only (the paper); 'mix': every batch of "
                   "per_device_train_batch_size real examples also carries its share of the synthetic ones, so an "
                   "epoch is one pass over the real set (as many real passes as plain KD at the same steps, the "
-                  "synthetic examples on top, about (n + synthetic_count) / n times the compute per step)."},
+                  "synthetic examples on top, about (n + synthetic_count) / n times the compute per step; on MRPC, "
+                  "3 seeds: 2.09x plain KD's time and 0.98 below it, see README)."},
     )
     paper_setting: bool = field(
         default=False,
