@@ -180,8 +180,9 @@ class SageTrainer(Trainer):
         from .rounds.mixed_batches import MixedBatchSampler
 
         args = self.args
+        grouped = args.train_sampling_strategy == "group_by_length"
         sampler = MixedBatchSampler(engine.buffer, engine.n_real, self._train_batch_size,
-                                    group_by_length=args.train_sampling_strategy == "group_by_length")
+                                    real_lengths=engine.real_lengths if grouped else None)
         loader = DataLoader(engine.buffer, batch_sampler=sampler,
                             collate_fn=self._get_collator_with_removed_columns(self.data_collator, "training"),
                             num_workers=args.dataloader_num_workers, pin_memory=args.dataloader_pin_memory,

@@ -15,7 +15,8 @@ def test_each_batch_is_real_examples_plus_a_share_of_the_synthetic_ones(tmp_path
     buffer = trainer.sage_engine.buffer
     assert len(buffer) == 96 + 40
     torch.manual_seed(0)
-    sampler = MixedBatchSampler(buffer, 96, 16, group_by_length=group_by_length)
+    lengths = trainer.sage_engine.real_lengths if group_by_length else None
+    sampler = MixedBatchSampler(buffer, 96, 16, real_lengths=lengths)
     batches = list(sampler)
     assert len(sampler) == len(batches) == 6
     assert [sum(i < 96 for i in b) for b in batches] == [16] * 6

@@ -22,11 +22,12 @@ class MixedBatchSampler(Sampler):
 
     Every entry is drawn once per epoch; the last real batch may be short, and synthetic shares differ by at most
     one. Orders come from torch's global generator (seeded by the Trainer, restored on resume, equal on every rank)
-    and are re-drawn at each epoch start, after the round has refilled the buffer. With `group_by_length`, real
-    and synthetic entries are each length-grouped, as transformers' LengthGroupedSampler does.
+    and are re-drawn at each epoch start, after the round has refilled the buffer. Given `real_lengths` (the
+    engine's token counts of the real examples), real and synthetic entries are each length-grouped, as
+    transformers' LengthGroupedSampler does.
     """
 
-    def __init__(self, buffer, n_real: int, batch_size: int, group_by_length: bool = False):
+    def __init__(self, buffer, n_real: int, batch_size: int, real_lengths: torch.Tensor | None = None):
         if not 0 < n_real <= len(buffer):
             raise ValueError(f"n_real must be in [1, {len(buffer)}], got {n_real}.")
         if batch_size < 1:
@@ -34,8 +35,7 @@ class MixedBatchSampler(Sampler):
         self.buffer = buffer
         self.n_real = n_real
         self.batch_size = batch_size
-        self.group_by_length = group_by_length
-        self.real_lengths = torch.tensor([len(ids) for ids in buffer.real["input_ids"]]) if group_by_length else None
+        self.real_lengths = real_lengths
 
     def __len__(self) -> int:
         return math.ceil(self.n_real / self.batch_size)
@@ -43,7 +43,7 @@ class MixedBatchSampler(Sampler):
     def _order(self, start: int, stop: int, group: int) -> list[int]:
         if stop <= start:
             return []
-        if not self.group_by_length:
+        if self.real_lengths is None:
             return (torch.randperm(stop - start) + start).tolist()
         from transformers.trainer_pt_utils import get_length_grouped_indices
 
