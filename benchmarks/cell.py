@@ -50,6 +50,8 @@ SYSTEMS: dict[str, dict] = {
     "sage_balanced": {"anchor_policy": "balanced"},  # hard anchors per teacher class, in the data's proportions
     # four swap candidates per anchor, the one the student finds hardest kept (Glitter-style selection)
     "sage_hardest_of_4": {"candidates_per_anchor": 4},
+    # three swap candidates per anchor, the first the teacher gives its anchor's label kept (label-preserving swaps)
+    "sage_same_label_of_3": {"candidates_per_anchor": 3, "candidate_choice": "label_preserving"},
     "sage_scale_0.25": {"synthesis": "shift", "shift_scale": 0.25},
     # sequence-level inversion: (1 - t) anchor + t map-neighbour, token by token (see README, Results)
     "sage_interpolate": {"synthesis": "interpolate"},

@@ -20,6 +20,7 @@ SYNTHESIS_MODES = ("replace", "augment", "mix")
 DEFAULT_SYNTHESIS = "swap"  # the best 5-task average measured on the protocol suite (README, Results)
 REGENERATE = ("every_epoch", "once")
 SCORE_PASSES = ("auto", "always")
+CANDIDATE_CHOICES = ("hardest", "label_preserving")
 ROUND_PRECISIONS = ("auto", "float32", "bfloat16")
 
 
@@ -201,6 +202,14 @@ class SageTrainingArguments(TrainingArguments):
                   "Measured with 4 (docs/results.md): no gain on SST-2, worse on MRPC, at about 2.3x plain KD's "
                   "time."},
     )
+    candidate_choice: Literal[CANDIDATE_CHOICES] = field(
+        default="hardest",
+        metadata={"help": "Which of candidates_per_anchor (> 1) candidates is kept. 'hardest': the one the student "
+                  "finds hardest (above). 'label_preserving': the first one the teacher gives its anchor's label, "
+                  "else the one whose teacher distribution moved least (for a regression score: the smallest score "
+                  "change); costs no student pass. Meant for sentence pairs, where a swapped word can turn a "
+                  "paraphrase into a non-paraphrase."},
+    )
 
     # ---- intermediate layers -------------------------------------------------------------------------
     hidden_loss: Literal[HIDDEN_LOSSES] = field(
@@ -283,6 +292,10 @@ class SageTrainingArguments(TrainingArguments):
             raise ValueError(f"swap_candidates must be >= 1, got {self.swap_candidates}.")
         if self.candidates_per_anchor < 1:
             raise ValueError(f"candidates_per_anchor must be >= 1, got {self.candidates_per_anchor}.")
+        _one_of("candidate_choice", self.candidate_choice, CANDIDATE_CHOICES)
+        if self.candidate_choice != "hardest" and self.candidates_per_anchor == 1:
+            raise ValueError(f"candidate_choice={self.candidate_choice!r} has nothing to choose between with "
+                             "candidates_per_anchor=1: make 2 or more candidates per anchor.")
         if self.candidates_per_anchor > 1 and get_synthesis(self.synthesis).labels_from_cache:
             raise ValueError(f"candidates_per_anchor={self.candidates_per_anchor} has nothing to choose between: "
                              f"synthesis={self.synthesis!r} copies its anchors. Use 1, or a method that changes them.")

@@ -40,8 +40,9 @@ def paired_dataset(n: int = 64, seed: int = 0) -> Dataset:
     return Dataset.from_list(rows)
 
 
-def swap_trainer(tmp_path, dataset=None, **overrides) -> SageTrainer:
-    teacher = TeacherInterface(tiny_teacher("bert", num_layers=2, sharpen=20.0, dropout=0.0))
+def swap_trainer(tmp_path, dataset=None, teacher=None, **overrides) -> SageTrainer:
+    teacher = TeacherInterface(teacher if teacher is not None else
+                               tiny_teacher("bert", num_layers=2, sharpen=20.0, dropout=0.0))
     student = SageStudentForSequenceClassification.from_teacher(teacher, num_layers=1, init="random")
     settings = dict(synthesis="swap", synthetic_count=16, **overrides)
     return SageTrainer(model=student, args=sage_args(tmp_path, **settings), teacher_model=teacher,

@@ -56,6 +56,7 @@ class RoundConfig:
     swap_candidates: int = 8
     swap_shared_words: bool = False
     candidates_per_anchor: int = 1
+    candidate_choice: str = "hardest"
     score_pass: str = "auto"
     round_precision: str = "float32"  # resolved: never "auto"
 
@@ -75,7 +76,7 @@ class RoundConfig:
                    adversarial_radius=args.adversarial_radius,
                    adversarial_through_teacher=args.adversarial_through_teacher, swap_fraction=args.swap_fraction,
                    swap_candidates=args.swap_candidates, swap_shared_words=args.swap_shared_words,
-                   candidates_per_anchor=args.candidates_per_anchor,
+                   candidates_per_anchor=args.candidates_per_anchor, candidate_choice=args.candidate_choice,
                    score_pass=args.score_pass,
                    round_precision=resolve_round_precision(args.round_precision, args.device))
 

@@ -24,7 +24,7 @@ import torch
 from ..maps.cache import fit_or_load_reducer
 from .anchors import select_anchors
 from .buffer import SageTrainBuffer, SyntheticSet, entry_batch
-from .candidates import keep_harder
+from .candidates import keep_best, label_keeping_score
 from .config import RoundConfig
 from .decode import decode_synthetic
 from .sampling import sample_near_anchors
@@ -233,15 +233,22 @@ class SageEngine:
                               show_progress=self._is_main(), teacher_logits=self.teacher_logits)
         anchors = torch.as_tensor(selection.indices, dtype=torch.long)
         m = len(anchors)
-        synthetic = hardest = None
+        synthetic = best = None
         for _ in range(cfg.candidates_per_anchor):  # each proposal draws anew from `rng`
             candidate = self._propose_and_label(ctx, anchors, seconds)
             if cfg.candidates_per_anchor == 1:
                 synthetic = candidate
                 continue
             start = time.perf_counter()
-            synthetic, hardest = keep_harder(synthetic, hardest, candidate, self.difficulty(student, candidate))
+            if cfg.candidate_choice == "label_preserving":
+                score = label_keeping_score(self.teacher_logits[anchors], candidate.teacher_logits)
+            else:
+                score = self.difficulty(student, candidate)
+            synthetic, best = keep_best(synthetic, best, candidate, score)
             seconds["choose"] = seconds.get("choose", 0.0) + time.perf_counter() - start
+        if cfg.candidate_choice == "label_preserving" and best is not None and self.teacher_logits.shape[-1] > 1:
+            logger.info("Round %d: %.1f%% of anchors kept a candidate with their teacher label (of %d candidates)",
+                        self.round, 100.0 * float((best == 0).float().mean()), cfg.candidates_per_anchor)
 
         if cfg.synthesis_mode != "replace":  # augment and mix: the real entries first, then the synthetic ones
             synthetic = SyntheticSet.concat(self._real_entries(np.arange(self.n_real)), synthetic)
