@@ -10,7 +10,8 @@ anchor is kept (`candidate_choice`):
   the one whose teacher distribution moved least (KL from the anchor's); for a regression score, the candidate whose
   score moved least. Swapping words can turn a paraphrase pair into a non-paraphrase (docs/results.md: the teacher
   calls 20.9% of swapped MRPC pairs paraphrases against 29.5% of their anchors); this keeps augmentation
-  label-preserving, as classic augmentation assumes. K teacher passes, no student pass.
+  label-preserving, as classic augmentation assumes. K teacher passes, no student pass. Measured on MRPC with K=3
+  (docs/results.md): no better than one candidate, so the flipped labels were not what cost MRPC its point.
 """
 
 from __future__ import annotations
