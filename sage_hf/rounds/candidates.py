@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import torch
 
+from ..losses import kd_loss_per_example
 from .buffer import SyntheticSet
 
 
 def label_keeping_score(anchor_logits: torch.Tensor, candidate_logits: torch.Tensor) -> torch.Tensor:
     """Per row, higher for a candidate that keeps its anchor's teacher label: 0 when the argmax is the anchor's,
     else -(1 + KL(anchor || candidate)); for one output (regression), -(score change)^2."""
-    anchor_logits, candidate_logits = anchor_logits.float(), candidate_logits.float()
+    moved = kd_loss_per_example(candidate_logits, anchor_logits)  # KL(anchor || candidate); one output: squared
     if anchor_logits.shape[-1] == 1:
-        return -(candidate_logits - anchor_logits).squeeze(-1).square()
-    log_p, log_q = anchor_logits.log_softmax(-1), candidate_logits.log_softmax(-1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1).clamp_min(0.0)
+        return -moved
     same = anchor_logits.argmax(-1) == candidate_logits.argmax(-1)
-    return torch.where(same, torch.zeros_like(kl), -(1.0 + kl))
+    return torch.where(same, torch.zeros_like(moved), -(1.0 + moved.clamp_min(0.0)))
 
 
 def keep_best(kept: SyntheticSet | None, kept_score: torch.Tensor | None, candidate: SyntheticSet,
