@@ -128,7 +128,8 @@ def test_label_preserving_keeps_the_first_candidate_with_the_anchors_teacher_lab
                                                                 teacher=undecided_teacher())
     assert len(set(engine.teacher_logits.argmax(-1).tolist())) > 1
     assert len(proposed) == 3 and scored == [], "label-preserving choice never runs the student"
-    kinds = set()
+    assert len(entries) == 16
+    kinds, keeping = set(), 0
     for slot in range(16):
         source = int(entries.source[slot])
         anchor = engine.teacher_logits[source]
@@ -140,10 +141,12 @@ def test_label_preserving_keeps_the_first_candidate_with_the_anchors_teacher_lab
             p = anchor.log_softmax(-1)
             want = int(np.argmin([float((p.exp() * (p - t.log_softmax(-1))).sum()) for t in labels]))
         kinds.add((any(keeps), want))
+        keeping += any(keeps)
         assert torch.equal(entries.columns["swap_ids"][slot], proposed[want]["swap_ids"][slot])
         torch.testing.assert_close(entries.teacher_logits[slot], labels[want], rtol=0, atol=1e-5)
     assert {kept for kept, _ in kinds} == {True, False}, "both branches: a candidate keeps the label, none does"
     assert len({want for kept, want in kinds if kept}) > 1, "a later candidate is kept where the first flips"
+    assert engine.history[-1]["label_kept"] == pytest.approx(keeping / 16, abs=1e-9), "the round records the share"
 
 
 def test_label_keeping_score_ranks_same_label_first_then_least_moved():

@@ -68,6 +68,29 @@ def test_resume_with_another_synthesis_names_both(tmp_path):
         other.train(resume_from_checkpoint=True)
 
 
+def test_resume_with_another_candidate_choice_names_both(tmp_path):
+    settings = dict(synthesis="swap", candidates_per_anchor=2, save_strategy="epoch")
+    make_trainer(tmp_path, num_train_epochs=1, **settings).train()
+    state = json.loads((tmp_path / "out" / "checkpoint-6" / "sage_state.json").read_text())
+    assert (state["candidates_per_anchor"], state["candidate_choice"]) == (2, "hardest")
+    other = make_trainer(tmp_path, num_train_epochs=2, candidate_choice="label_preserving", **settings)
+    with pytest.raises(ValueError, match="candidate_choice='hardest', but this run asks for "
+                                         "candidate_choice='label_preserving'"):
+        other.train(resume_from_checkpoint=True)
+
+
+def test_a_checkpoint_older_than_a_recorded_setting_still_resumes(tmp_path):
+    first = make_trainer(tmp_path, num_train_epochs=1, save_strategy="epoch")
+    first.train()
+    path = tmp_path / "out" / "checkpoint-6" / "sage_state.json"
+    state = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in state.items() if k not in ("candidates_per_anchor",
+                                                                           "candidate_choice")}))
+    again = make_trainer(tmp_path, num_train_epochs=2, save_strategy="epoch")
+    again.train(resume_from_checkpoint=True)
+    assert digests(again) == digests(first) and again.state.global_step == 12
+
+
 def test_a_checkpoint_from_another_map_is_named_when_the_next_round_runs(tmp_path, caplog):
     make_trainer(tmp_path / "first", num_train_epochs=3, save_strategy="epoch").train()
     folder = tmp_path / "resumed" / "out" / "checkpoint-6"

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 STATE_TENSORS = "sage_state.safetensors"  # the buffer's entries
 STATE_JSON = "sage_state.json"  # round, history, stop reason, settings
 _PASS_PREFIX = "training_pass."  # the epoch's training-pass scores, in the same safetensors file
+# Settings a resumed run must share with its checkpoint, or its later rounds draw another synthetic set.
+_DRAW_FIELDS = ("synthesis", "synthesis_mode", "candidates_per_anchor", "candidate_choice")
 
 
 @dataclass
@@ -51,6 +53,7 @@ class RoundReport:
     seconds: dict[str, float] = field(default_factory=dict)
     digest: str | None = None
     anchor_fallback: bool = False
+    label_kept: float | None = None  # label_preserving choice: share of anchors whose kept candidate has their label
     decoded: list[str] = field(default_factory=list)
     scored_by: str = "scoring pass"  # or "training pass": the epoch's own losses
     generated: bool = True  # False: scored only (stopped, regenerate='once', max_rounds or the last epoch)
@@ -64,7 +67,7 @@ class RoundReport:
     axis_label: str = "umap"
 
     _RECORDED = ("round", "epoch", "synthetic_count", "agreement", "mean_loss", "anchors_mean_loss", "seconds",
-                 "digest", "anchor_fallback", "decoded", "scored_by")
+                 "digest", "anchor_fallback", "label_kept", "decoded", "scored_by")
 
     def record(self) -> dict:
         return {k: getattr(self, k) for k in self._RECORDED}
@@ -77,6 +80,8 @@ class RoundReport:
         if self.generated:
             logs = {"sage/round": self.round, **logs, "sage/anchors_mean_loss": self.anchors_mean_loss,
                     "sage/synthetic": self.synthetic_count}
+            if self.label_kept is not None:
+                logs["sage/label_kept"] = self.label_kept
             logs.update({f"sage/seconds_{k}": v for k, v in self.seconds.items()})
         return logs
 
@@ -246,9 +251,11 @@ class SageEngine:
                 score = self.difficulty(student, candidate)
             synthetic, best = keep_best(synthetic, best, candidate, score)
             seconds["choose"] = seconds.get("choose", 0.0) + time.perf_counter() - start
+        label_kept = None
         if cfg.candidate_choice == "label_preserving" and best is not None and self.teacher_logits.shape[-1] > 1:
+            label_kept = float((best == 0).float().mean())
             logger.info("Round %d: %.1f%% of anchors kept a candidate with their teacher label (of %d candidates)",
-                        self.round, 100.0 * float((best == 0).float().mean()), cfg.candidates_per_anchor)
+                        self.round, 100.0 * label_kept, cfg.candidates_per_anchor)
 
         if cfg.synthesis_mode != "replace":  # augment and mix: the real entries first, then the synthetic ones
             synthetic = SyntheticSet.concat(self._real_entries(np.arange(self.n_real)), synthetic)
@@ -256,7 +263,8 @@ class SageEngine:
         report = RoundReport(round=self.round, epoch=epoch, synthetic_count=m, agreement=float(agreement.mean()),
                              mean_loss=float(losses.mean()), anchors_mean_loss=float(selection.mean_loss),
                              seconds=seconds, digest=synthetic.digest(),
-                             anchor_fallback=bool(selection.fell_back_to_uniform), stop_reason=self.stop_reason,
+                             anchor_fallback=bool(selection.fell_back_to_uniform), label_kept=label_kept,
+                             stop_reason=self.stop_reason,
                              losses=losses, coords=self.map.embedding_ if uses_map else None,
                              anchors=selection.indices, points=points.points if uses_map else None,
                              axis_label=cfg.reducer.name, scored_by=self.scored_by)
@@ -326,7 +334,8 @@ class SageEngine:
     def state_dict(self) -> dict:
         """The JSON part of the checkpoint state (the buffer's tensors go to a safetensors file)."""
         return {"round": self.round, "history": self.history, "stop_reason": self.stop_reason,
-                "synthesis": self.config.synthesis, "reducer_settings": dataclasses.asdict(self.config.reducer),
+                **{name: getattr(self.config, name) for name in _DRAW_FIELDS},
+                "reducer_settings": dataclasses.asdict(self.config.reducer),
                 "reducer_fit_fields": self.config.reducer.fit_fields(),
                 "map_cache_key": getattr(self.map, "cache_key", self._restored_map_key)}
 
@@ -354,9 +363,12 @@ class SageEngine:
         if saved != ours:
             raise ValueError(f"Cannot resume from {folder}: it was trained with reducer settings {saved}, but this "
                              f"run asks for {ours}. Resume with the checkpoint's settings or start a new output_dir.")
-        if state["synthesis"] != self.config.synthesis:
-            raise ValueError(f"Cannot resume from {folder}: it was trained with synthesis='{state['synthesis']}', "
-                             f"but this run asks for synthesis='{self.config.synthesis}'.")
+        for name in _DRAW_FIELDS:  # a checkpoint older than a field's record cannot be checked on it
+            if name in state and state[name] != getattr(self.config, name):
+                raise ValueError(f"Cannot resume from {folder}: it was trained with {name}={state[name]!r}, but this "
+                                 f"run asks for {name}={getattr(self.config, name)!r}: later rounds would draw "
+                                 "another synthetic set. Resume with the checkpoint's setting or start a new "
+                                 "output_dir.")
         tensors = load_file(folder / STATE_TENSORS)
         buffer = {k: v for k, v in tensors.items() if not k.startswith(_PASS_PREFIX)}
         self.buffer.fill(SyntheticSet.from_tensors(buffer))
