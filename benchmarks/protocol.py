@@ -58,6 +58,20 @@ def teacher_mismatch(recorded: dict, fresh: dict, min_agreement: float = 0.995, 
             "bring back the recorded teacher's folder, or run these cells into a results file of their own (--date).")
 
 
+def majority_baseline(task: str, teacher: dict) -> float | None:
+    """The dev metric of one answer for every example (the commonest dev label; STS-B: a constant score).
+
+    The floor a teacher must clear before its students' differences mean anything: RTE's fine-tuned MiniLM sits a
+    few points above it. None when the teacher record holds no dev labels.
+    """
+    labels = teacher.get("dev_labels")
+    if labels is None or len(labels) == 0:
+        return None
+    gold = stats.decode_predictions(labels)
+    answer = gold.mean() if task == "stsb" else np.bincount(gold).argmax()
+    return stats.task_metric(task, np.full_like(gold, answer), gold)
+
+
 def transfer_size(task: str, suite_tasks: dict, transfer_sst2: int | None) -> int:
     n = suite_tasks[task]["max_train_samples"] if not (task == "sst2" and transfer_sst2) else transfer_sst2
     return min(n or TRAIN_SIZES[task], TRAIN_SIZES[task])
@@ -239,11 +253,13 @@ def markdown(report: dict) -> str:
     lines = [f"Suite `protocol`, {report['date']}, on {_machine_text(report.get('machine', {}))}"
              + (f"; wall time {wall / 3600:.2f} h." if wall else "."),
              f"Command: `{report.get('command', '')}`", "",
-             "Teachers (dev metric x100; source; examples it was fine-tuned on / transfer set the students see):", "",
-             "| task | teacher dev | source | teacher train | transfer set |", "|---|---|---|---|---|"]
+             "Teachers (dev metric x100; one answer for every dev example, the commonest label; source; examples it "
+             "was fine-tuned on / transfer set the students see):", "",
+             "| task | teacher dev | one answer | source | teacher train | transfer set |", "|---" * 6 + "|"]
     for t in tasks:
         tt = teachers.get(t, {})
-        lines.append(f"| {t} | {_pm(tt.get('teacher_metric'), None)} | {tt.get('source', 'n/a')} | "
+        lines.append(f"| {t} | {_pm(tt.get('teacher_metric'), None)} | {_pm(majority_baseline(t, tt), None)} | "
+                     f"{tt.get('source', 'n/a')} | "
                      f"{tt.get('train_examples') or 'n/a'} | {tt.get('transfer_examples') or 'n/a'} |")
     lines += ["", "Dev metric x100, mean ± std over seeds (sample std), and in brackets agreement with the teacher on "
               "dev (x100; STS-B: Pearson r with the teacher's scores):", "", head, rule]

@@ -200,10 +200,18 @@ def test_protocol_run_trains_teachers_first_writes_every_cell_and_a_paired_table
     sage = [line for line in table.splitlines() if line.startswith("| sage |")]
     # sage is 3/60 = 5 points better than kd on every seed and every example pattern: t interval of zero width
     assert sage[1].count("+5.00 [+5.00, +5.00]") == 3 and sage[1].endswith("| above |")
-    assert "| 90.00 | fine-tuned | 100 | 100 |" in table
+    assert "| 90.00 | 50.00 | fine-tuned | 100 | 100 |" in table  # teacher, then one answer for 30/30 labels
     out.with_suffix(".md").unlink()
     bench.write_table(json.loads(out.read_text()), out)  # what --table_only does: the same table from the JSON
     assert out.with_suffix(".md").read_text() == table
+
+
+def test_majority_baseline_is_the_metric_of_one_answer_for_every_dev_example():
+    assert protocol.majority_baseline("rte", {"dev_labels": "1101"}) == pytest.approx(0.75)
+    assert protocol.majority_baseline("mrpc", {"dev_labels": "1101"}) == pytest.approx((0.75 + 6 / 7) / 2)
+    assert protocol.majority_baseline("cola", {"dev_labels": "1101"}) == 0.0
+    assert protocol.majority_baseline("stsb", {"dev_labels": [0.5, 4.0, 2.5]}) == 0.0
+    assert protocol.majority_baseline("rte", {}) is None
 
 
 def test_dry_run_prints_the_estimate_and_runs_nothing(tmp_path, monkeypatch, capsys):
