@@ -9,6 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sage_hf.rounds.engine import _DRAW_FIELDS
+
 from testing_utils import assert_same_weights, digests, make_trainer, uninterrupted_and_resumed
 
 SAGE_HF = Path(__file__).resolve().parents[1] / "sage_hf"
@@ -79,13 +81,19 @@ def test_resume_with_another_candidate_choice_names_both(tmp_path):
         other.train(resume_from_checkpoint=True)
 
 
+def test_resume_with_another_anchor_fraction_is_refused(tmp_path):
+    make_trainer(tmp_path, num_train_epochs=1, save_strategy="epoch").train()
+    other = make_trainer(tmp_path, num_train_epochs=2, save_strategy="epoch", anchor_fraction=0.5)
+    with pytest.raises(ValueError, match="anchor_fraction=0.2, but this run asks for anchor_fraction=0.5"):
+        other.train(resume_from_checkpoint=True)
+
+
 def test_a_checkpoint_older_than_a_recorded_setting_still_resumes(tmp_path):
     first = make_trainer(tmp_path, num_train_epochs=1, save_strategy="epoch")
     first.train()
     path = tmp_path / "out" / "checkpoint-6" / "sage_state.json"
     state = json.loads(path.read_text())
-    path.write_text(json.dumps({k: v for k, v in state.items() if k not in ("candidates_per_anchor",
-                                                                           "candidate_choice")}))
+    path.write_text(json.dumps({k: v for k, v in state.items() if k not in _DRAW_FIELDS}))
     again = make_trainer(tmp_path, num_train_epochs=2, save_strategy="epoch")
     again.train(resume_from_checkpoint=True)
     assert digests(again) == digests(first) and again.state.global_step == 12

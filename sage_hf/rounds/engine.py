@@ -37,7 +37,12 @@ STATE_TENSORS = "sage_state.safetensors"  # the buffer's entries
 STATE_JSON = "sage_state.json"  # round, history, stop reason, settings
 _PASS_PREFIX = "training_pass."  # the epoch's training-pass scores, in the same safetensors file
 # Settings a resumed run must share with its checkpoint, or its later rounds draw another synthetic set.
-_DRAW_FIELDS = ("synthesis", "synthesis_mode", "candidates_per_anchor", "candidate_choice")
+# Device-dependent or budget settings (round_precision, max_rounds, num_train_epochs, ...) may change on resume.
+_DRAW_FIELDS = ("seed", "pooling", "difficulty_kd_loss", "difficulty_temperature", "score_pass", "anchor_policy",
+                "anchor_fraction", "sample_neighbors", "jitter", "shift_scale", "synthetic_count", "regenerate",
+                "synthesis", "synthesis_mode", "adversarial_steps", "adversarial_radius",
+                "adversarial_through_teacher", "swap_fraction", "swap_candidates", "swap_shared_words",
+                "candidates_per_anchor", "candidate_choice")
 
 
 @dataclass
