@@ -235,7 +235,9 @@ def run_teacher(task: str, suite: str, glue_dir: str, work: Path, device: str, t
     metrics, t_logits, labels = _dev_scores(teacher.model, dev, setup["tokenizer"], setup["data"].compute_metrics())
     main_metric = setup["task_spec"].main_metric
     spec = setup["spec"]
-    return {"task": task, "metric_name": main_metric, "teacher_metric": metrics.get(main_metric),
+    folder = setup["stage"].folder  # a fine-tuned teacher written before this step started was only loaded
+    reused = folder is not None and (folder / "teacher_results.json").stat().st_mtime < start
+    return {"task": task, "metric_name": main_metric, "teacher_metric": metrics.get(main_metric), "reused": reused,
             "dev_metrics": metrics, "teacher_id": setup["teacher_id"],
             "source": "given" if setup["given_teacher"] else "fine-tuned",
             "train_examples": None if setup["given_teacher"] else setup["teacher_train"],

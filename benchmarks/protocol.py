@@ -107,7 +107,8 @@ def rates(report: dict, device: str) -> tuple[dict, dict]:
     teacher = _calibrated(TEACHER_EXAMPLES_PER_S[device], {
         task: [t["train_examples"] * t["epochs"] / t["seconds"]]
         for task, t in report.get("teachers", {}).items()
-        if t.get("error") is None and t.get("train_examples") and t.get("seconds") and t.get("device") == device})
+        if t.get("error") is None and t.get("train_examples") and t.get("seconds") and t.get("device") == device
+        and not t.get("reused")})  # a teacher loaded from the work folder took seconds, not a fine-tuning
     return per_step, teacher
 
 

@@ -328,6 +328,14 @@ def test_estimate_uses_recorded_rates_then_finished_cells(tmp_path):
     cola = protocol.cell_steps("cola", "kd", spec, None, {}) * protocol.SECONDS_PER_STEP["cpu"]["cola"]
     assert est["cells"][("cola", "kd", 0)] == pytest.approx(cola * speed)
     assert "Estimated time" in protocol.estimate_text(est)
+    # a teacher loaded from the work folder (seconds to load, not to fine-tune) says nothing of the teacher rate
+    teachers = {"cola": {"train_examples": 8551, "epochs": 3, "seconds": 5.9, "device": "cpu", "error": None,
+                         "reused": True},
+                "mrpc": {"train_examples": 3668, "epochs": 3, "seconds": 500.0, "device": "cpu", "error": None}}
+    rate = protocol.rates({"cells": [], "teachers": teachers}, "cpu")[1]
+    assert rate["mrpc"] == pytest.approx(3 * 3668 / 500.0)
+    slower = rate["mrpc"] / protocol.TEACHER_EXAMPLES_PER_S["cpu"]["mrpc"]
+    assert rate["cola"] == pytest.approx(protocol.TEACHER_EXAMPLES_PER_S["cpu"]["cola"] * slower)
 
 
 def test_a_synthetic_share_sets_the_synthetic_count_of_an_epoch():
@@ -380,7 +388,9 @@ def test_protocol_cells_run_for_real_on_a_tiny_task(glue_dir, tmp_path, monkeypa
     monkeypatch.setitem(cell.SUITES, "protocol", tiny)
     tiny_glue, work = str(_tiny_rte(glue_dir, tmp_path)), tmp_path / "work"
     teacher = cell.run_teacher("rte", "protocol", tiny_glue, work, "cpu")
-    assert teacher["train_examples"] == 40 and teacher["transfer_examples"] == 24
+    assert teacher["train_examples"] == 40 and teacher["transfer_examples"] == 24 and not teacher["reused"]
+    again = cell.run_teacher("rte", "protocol", tiny_glue, work, "cpu")  # the work folder's teacher, loaded
+    assert again["reused"] and again["dev_predictions"] == teacher["dev_predictions"]
     assert len(teacher["dev_predictions"]) == len(teacher["dev_labels"]) == 16
     assert teacher["teacher_metric"] == pytest.approx(stats.task_metric(
         "rte", stats.decode_predictions(teacher["dev_predictions"]), stats.decode_predictions(teacher["dev_labels"])))
