@@ -87,6 +87,42 @@ def test_teacher_stage_fine_tunes_once_and_reuses_the_teacher(setup, tmp_path):
     assert other.folder != first.folder  # other settings, another teacher
 
 
+def test_an_interrupted_teacher_stage_continues_from_its_checkpoint(setup, tmp_path, monkeypatch):
+    import torch
+    from transformers import Trainer
+
+    import sage_hf.data.stages as stages
+
+    data = load_task_data("sst2", glue_dir=str(setup["glue"]))
+    tokenized = tokenize_task(data, setup["tokenizer"], max_seq_length=16)
+    kwargs = dict(base_model=str(setup["base"]), max_seq_length=16, epochs=2.0, batch_size=16, checkpoint_steps=3)
+    whole = teacher_stage(data, tokenized, setup["tokenizer"], cpu_args(tmp_path / "whole"), **kwargs)
+    assert not (whole.folder / "run").exists()  # checkpoints go once the teacher is saved
+
+    class Interrupted(Trainer):
+        def _save_checkpoint(self, *args, **kw):
+            super()._save_checkpoint(*args, **kw)
+            raise KeyboardInterrupt  # the user's Ctrl-C, just after the first checkpoint
+
+    steps_seen = []
+
+    class Recording(Trainer):
+        def training_step(self, *args, **kw):
+            steps_seen.append(self.state.global_step)
+            return super().training_step(*args, **kw)
+
+    monkeypatch.setattr(stages, "Trainer", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        teacher_stage(data, tokenized, setup["tokenizer"], cpu_args(tmp_path / "cut"), **kwargs)
+    monkeypatch.setattr(stages, "Trainer", Recording)
+    resumed = teacher_stage(data, tokenized, setup["tokenizer"], cpu_args(tmp_path / "cut"), **kwargs)
+    assert steps_seen[0] == 3 and len(steps_seen) == 8 - 3  # 64 examples / 16 x 2 epochs: steps 4..8 only
+    for key in ("teacher_validation_loss", "teacher_validation_accuracy"):
+        assert resumed.results[key] == pytest.approx(whole.results[key], abs=1e-6)
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+
+
 def test_a_given_teacher_must_have_the_task_labels(setup, tmp_path):
     three = tmp_path / "three"
     tiny_teacher("bert", num_layers=2, num_labels=3).save_pretrained(three)
