@@ -221,6 +221,14 @@ def _task_setup(task: str, suite: str, glue_dir: str, work: Path, device: str, t
                 teacher_id=str(Path(given or stage.folder).resolve()))  # one id through symlinks
 
 
+def set_epochs(suite: str, epochs: int) -> None:
+    """The students' epochs for this process: every step count (default SAGE's, plain KD's budget, the peers')
+    reads the suite's epochs. The teacher's are its own (`teacher_epochs`), so the cached teachers stay valid."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    SUITES[suite] = {**SUITES[suite], "epochs": epochs}
+
+
 def run_teacher(task: str, suite: str, glue_dir: str, work: Path, device: str, teacher_dir: str | None = None,
                 transfer_sst2: int | None = None) -> dict:
     """The task's teacher as a step of its own: trained (or reused, or given) and scored on dev, per example."""
@@ -476,11 +484,14 @@ def main() -> None:
     p.add_argument("--teacher_dir", default=None, help="a fine-tuned teacher to use as given (when the folder exists)")
     p.add_argument("--transfer_sst2", type=int, default=None, help="SST-2 transfer set size (default: the suite's)")
     p.add_argument("--teacher_only", action="store_true", help="train (or reuse) the task's teacher and score it")
+    p.add_argument("--epochs", type=int, default=None, help="the students' epochs (default: the suite's)")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     if not a.teacher_only and a.system is None:
         p.error("--system is required unless --teacher_only")
     command = "python benchmarks/cell.py " + " ".join(sys.argv[1:])
+    if a.epochs is not None:
+        set_epochs(a.suite, a.epochs)
     try:
         if a.teacher_only:
             cell = run_teacher(a.task, a.suite, a.glue_dir, Path(a.work), a.device, a.teacher_dir, a.transfer_sst2)

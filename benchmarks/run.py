@@ -46,11 +46,14 @@ def plan(suite: str, tasks: list[str] | None, systems: list[str] | None, seeds: 
 
 
 def results_path(args) -> Path:
-    """<suite>-<date>.json; a protocol run on another SST-2 transfer set than 8,000 gets its own file."""
+    """<suite>-<date>.json; a protocol run on another SST-2 transfer set than 8,000, or for other epochs than the
+    suite's, gets its own file."""
     date = args.date or dt.date.today().isoformat()
     stem = args.suite
     if args.suite == "protocol" and args.transfer_sst2 not in (None, SST2_TRANSFER):
         stem += f"-sst2x{args.transfer_sst2}"
+    if args.epochs not in (None, SUITES[args.suite]["epochs"]):
+        stem += f"-e{args.epochs}"
     return Path(args.results_dir) / f"{stem}-{date}.json"
 
 
@@ -75,6 +78,8 @@ def _common_args(args, task: str) -> list[str]:
         cmd += ["--teacher_dir", args.teacher_dir_sst2]
         if args.transfer_sst2 is not None:
             cmd += ["--transfer_sst2", str(args.transfer_sst2)]
+    if args.epochs is not None:
+        cmd += ["--epochs", str(args.epochs)]
     return cmd
 
 
@@ -136,8 +141,9 @@ def run_suite(args) -> Path:
         report["systems_order"] = list(dict.fromkeys([*report.get("systems_order", []), *protocol.SYSTEMS,
                                                      *(s for _, s, _ in cells)]))
         teachers_due = [t for t in tasks if report["teachers"].get(t, {}).get("error", True) is not None]
-        est = protocol.estimate([] if args.teachers_only else pending, teachers_due, report, SUITES[args.suite],
-                                SYSTEMS, args.device, args.transfer_sst2)
+        spec = SUITES[args.suite] if args.epochs is None else {**SUITES[args.suite], "epochs": args.epochs}
+        est = protocol.estimate([] if args.teachers_only else pending, teachers_due, report, spec, SYSTEMS,
+                                args.device, args.transfer_sst2)
         print(protocol.estimate_text(est), flush=True)
         report["estimate_s"] = round(est["total_s"], 1)
     if args.dry_run:
@@ -335,6 +341,9 @@ def main() -> None:
     p.add_argument("--transfer_sst2", type=_transfer, default=None,
                    help=f"protocol: SST-2 transfer set size (default {SST2_TRANSFER}; 'full' = the whole train set, "
                         "written to its own results file)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="the students' epochs instead of the suite's (plain KD and the peers follow default SAGE's "
+                        "steps at these epochs); written to its own results file (-e<N>)")
     args = p.parse_args()
     if args.table_only:
         out = results_path(args)

@@ -146,7 +146,7 @@ def _args(tmp_path, **kw) -> argparse.Namespace:
     base = dict(suite="protocol", tasks=["rte", "mrpc"], systems=["kd", "sage"], seeds=[0, 1], resume=False,
                 device="cpu", glue_dir=None, results_dir=str(tmp_path), date="2026-12-03", budget_s=None,
                 table_only=False, dry_run=False, teachers_only=False, teacher_dir_sst2=str(tmp_path / "none"),
-                transfer_sst2=None, retry_failed=False)
+                transfer_sst2=None, retry_failed=False, epochs=None)
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -367,6 +367,9 @@ def test_estimate_scales_a_slow_system_by_what_its_finished_cells_took():
 def test_full_sst2_transfer_set_writes_its_own_results_file(tmp_path):
     assert bench.results_path(_args(tmp_path)).name == "protocol-2026-12-03.json"
     assert bench.results_path(_args(tmp_path, transfer_sst2=67349)).name == "protocol-sst2x67349-2026-12-03.json"
+    assert bench.results_path(_args(tmp_path, epochs=9)).name == "protocol-e9-2026-12-03.json"
+    assert bench.results_path(_args(tmp_path, epochs=3)).name == "protocol-2026-12-03.json"  # the suite's own
+    assert bench._common_args(_args(tmp_path, epochs=9), "rte")[-2:] == ["--epochs", "9"]
 
 
 def _tiny_rte(glue_dir: Path, tmp_path: Path, n_train: int = 40, n_dev: int = 16) -> Path:
@@ -403,3 +406,7 @@ def test_protocol_cells_run_for_real_on_a_tiny_task(glue_dir, tmp_path, monkeypa
         predictions = stats.decode_predictions(result["dev_predictions"])
         assert result["dev_metric"] == pytest.approx(stats.task_metric("rte", predictions, labels))
     assert cells[0]["steps"] == cells[1]["steps"]  # plain KD at default SAGE's optimiser steps
+    cell.set_epochs("protocol", 2)  # --epochs 2: twice the steps, the same teacher
+    longer = cell.run_cell("rte", "kd", 0, "protocol", tiny_glue, work, "cpu")
+    assert longer["error"] is None and longer["steps"] == 2 * cells[0]["steps"]
+    assert longer["teacher_id"] == teacher["teacher_id"]
