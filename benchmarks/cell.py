@@ -68,6 +68,9 @@ SYSTEMS: dict[str, dict] = {
     # each batch of 32 real examples carries as many synthetic ones, at default SAGE's steps: as many real passes
     # as plain KD (6.3 on MRPC instead of 3) with the synthetic examples on top, at about twice the compute a step
     "sage_mix": {"synthesis_mode": "mix"},
+    # a curriculum: the first epoch's synthetic slots hold a second pass over the real examples, rounds start
+    # after epoch 1 (at 3 epochs: 4 real passes and 2 synthetic halves instead of 3 and 3), same steps
+    "sage_late": {"synthesis_start_epoch": 1},
     "kd_hidden": {"sage": False, "hidden_loss": "mse"},
     "sage_hidden": {"hidden_loss": "mse"},
     "textbrewer_kd": {"peer": "textbrewer_kd"},

@@ -130,6 +130,12 @@ class SageTrainingArguments(TrainingArguments):
     regenerate: Literal[REGENERATE] = field(
         default="every_epoch", metadata={"help": "'every_epoch' (adaptive, the paper) or 'once' (the ablation)."}
     )
+    synthesis_start_epoch: int = field(
+        default=0,
+        metadata={"help": "Epochs before the first SAGE round (a curriculum): until then the buffer's synthetic slots "
+                  "hold another pass over the real examples, at the same steps, so the student fits the real data "
+                  "before its anchors are picked by loss. 0 (default): the first round runs before the first epoch."},
+    )
     score_pass: Literal[SCORE_PASSES] = field(
         default="auto",
         metadata={"help": "'auto': a round picks anchors by the losses the training pass met in the epoch where it "
@@ -277,6 +283,11 @@ class SageTrainingArguments(TrainingArguments):
                              "use synthesis_mode='augment' or a positive synthetic_count.")
         if not 0 < self.agreement_threshold <= 1:
             raise ValueError(f"agreement_threshold must be in (0, 1], got {self.agreement_threshold}.")
+        if self.synthesis_start_epoch < 0:
+            raise ValueError(f"synthesis_start_epoch must be >= 0, got {self.synthesis_start_epoch}.")
+        if self.sage and self.max_steps <= 0 and self.synthesis_start_epoch >= self.num_train_epochs:
+            raise ValueError(f"synthesis_start_epoch={self.synthesis_start_epoch} is not below num_train_epochs="
+                             f"{self.num_train_epochs:g}: no SAGE round would run (use sage=False for plain KD).")
         if self.max_rounds < 1:
             raise ValueError(f"max_rounds must be >= 1, got {self.max_rounds}.")
         if self.warmup_epochs < 0:

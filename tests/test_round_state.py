@@ -45,6 +45,14 @@ def test_resume_after_epoch_two_matches_an_uninterrupted_run(tmp_path):
     assert_same_weights(resumed, full)
 
 
+def test_resume_before_a_deferred_first_round_draws_the_same_sets(tmp_path):
+    # checkpoint after epoch 2, the first round after epoch 3: the resumed run must still defer, then draw alike
+    full, resumed = uninterrupted_and_resumed(tmp_path, shared={"synthesis_start_epoch": 3})
+    assert [h["epoch"] for h in full.sage_engine.history] == [3.0]
+    assert digests(resumed) == digests(full)
+    assert_same_weights(resumed, full)
+
+
 def test_resume_with_other_reducer_settings_names_both(tmp_path):
     first = make_trainer(tmp_path, num_train_epochs=1, save_strategy="epoch")
     first.train()

@@ -60,6 +60,20 @@ def test_augment_mode_trains_on_real_plus_synthetic(tmp_path):
     assert len(ids) == 96 + 32 and (ids >= 0).sum() == 96 and (ids < 0).sum() == 32
 
 
+def test_deferred_synthesis_trains_on_real_examples_first_at_the_same_steps(tmp_path):
+    trainer = make_trainer(tmp_path, cls=RecordingTrainer, synthesis_mode="augment", synthetic_count=32,
+                           num_train_epochs=3, synthesis_start_epoch=1)
+    trainer.train()
+    assert [(h["round"], h["epoch"]) for h in trainer.sage_engine.history] == [(1, 1.0), (2, 2.0)]
+    first = torch.cat([i for i, _ in trainer.seen[0]])
+    assert len(first) == 96 + 32 and (first >= 0).all(), "epoch 1: the synthetic slots hold real examples"
+    assert sorted(first.tolist()) == sorted(list(range(96)) + list(range(32)))
+    for epoch in (1, 2):
+        ids = torch.cat([i for i, _ in trainer.seen[epoch]])
+        assert len(ids) == 96 + 32 and (ids < 0).sum() == 32
+    assert trainer.state.global_step == 3 * 8  # 128 entries, batch 16: the steps of an undeferred run
+
+
 def test_persistent_workers_see_each_new_set(tmp_path):
     trainer = make_trainer(tmp_path, cls=RecordingTrainer, dataloader_num_workers=2,
                            dataloader_persistent_workers=True, num_train_epochs=2)
@@ -155,6 +169,8 @@ def test_n_neighbors_larger_than_the_data_says_how_many(tmp_path):
     ({"synthesis": "mixup"}, "Unknown synthesis 'mixup': choose one of shift, interpolate"),
     ({"synthetic_count": 0}, "synthetic_count=0 with synthesis_mode='replace'"),
     ({"warmup_source": "/nonexistent/wiki.raw"}, "The warm-up source '/nonexistent/wiki.raw' does not exist"),
+    ({"synthesis_start_epoch": -1}, "synthesis_start_epoch must be >= 0, got -1"),
+    ({"synthesis_start_epoch": 3}, r"synthesis_start_epoch=3 is not below num_train_epochs=3: no SAGE round"),
 ])
 def test_bad_sage_arguments(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):

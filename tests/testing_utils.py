@@ -158,14 +158,16 @@ def digests(trainer) -> list[str]:
     return [h["digest"] for h in trainer.sage_engine.history]
 
 
-def uninterrupted_and_resumed(tmp_path, **overrides):
-    """A 4-epoch run, and a fresh trainer continuing its checkpoint after epoch 2 (6 steps per epoch)."""
-    full = make_trainer(tmp_path / "full", num_train_epochs=4, save_strategy="epoch")
+def uninterrupted_and_resumed(tmp_path, shared=None, **overrides):
+    """A 4-epoch run, and a fresh trainer continuing its checkpoint after epoch 2 (6 steps per epoch); `shared`
+    settings go to both, `overrides` to the resumed one only."""
+    shared = shared or {}
+    full = make_trainer(tmp_path / "full", num_train_epochs=4, save_strategy="epoch", **shared)
     full.train()
     resumed_dir = tmp_path / "resumed" / "out"
     resumed_dir.mkdir(parents=True)
     shutil.copytree(tmp_path / "full" / "out" / "checkpoint-12", resumed_dir / "checkpoint-12")
-    resumed = make_trainer(tmp_path / "resumed", num_train_epochs=4, save_strategy="epoch", **overrides)
+    resumed = make_trainer(tmp_path / "resumed", num_train_epochs=4, save_strategy="epoch", **{**shared, **overrides})
     resumed.train(resume_from_checkpoint=True)
     return full, resumed
 

@@ -45,6 +45,7 @@ class RoundConfig:
     synthesis: str = "swap"
     synthesis_mode: str = "augment"
     regenerate: str = "every_epoch"
+    synthesis_start_epoch: int = 0
     max_rounds: int = 10
     agreement_threshold: float = 0.99
     num_train_epochs: float = 3.0
@@ -70,7 +71,8 @@ class RoundConfig:
                    anchor_policy=args.anchor_policy, anchor_fraction=args.anchor_fraction,
                    sample_neighbors=args.sample_neighbors, jitter=args.jitter, shift_scale=args.shift_scale,
                    synthetic_count=args.synthetic_count, synthesis=args.synthesis,
-                   synthesis_mode=args.synthesis_mode, regenerate=args.regenerate, max_rounds=args.max_rounds,
+                   synthesis_mode=args.synthesis_mode, regenerate=args.regenerate,
+                   synthesis_start_epoch=args.synthesis_start_epoch, max_rounds=args.max_rounds,
                    agreement_threshold=args.agreement_threshold, num_train_epochs=args.num_train_epochs,
                    decode_examples=args.decode_examples, adversarial_steps=args.adversarial_steps,
                    adversarial_radius=args.adversarial_radius,

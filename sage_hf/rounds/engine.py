@@ -40,7 +40,7 @@ _PASS_PREFIX = "training_pass."  # the epoch's training-pass scores, in the same
 # Device-dependent or budget settings (round_precision, max_rounds, num_train_epochs, ...) may change on resume.
 _DRAW_FIELDS = ("seed", "pooling", "difficulty_kd_loss", "difficulty_temperature", "score_pass", "anchor_policy",
                 "anchor_fraction", "sample_neighbors", "jitter", "shift_scale", "synthetic_count", "regenerate",
-                "synthesis", "synthesis_mode", "adversarial_steps", "adversarial_radius",
+                "synthesis", "synthesis_mode", "synthesis_start_epoch", "adversarial_steps", "adversarial_radius",
                 "adversarial_through_teacher", "swap_fraction", "swap_candidates", "swap_shared_words",
                 "candidates_per_anchor", "candidate_choice")
 
@@ -170,7 +170,12 @@ class SageEngine:
                                 f"training set after epoch {epoch:.2f}")
             logger.info("SAGE stops: %s", self.stop_reason)
             return self._scored_only(epoch, losses, rate, score_seconds, stopped=True)
-        due = self.round == 0 or (cfg.regenerate == "every_epoch" and self.round < cfg.max_rounds and not last_epoch)
+        started = epoch + 1e-6 >= cfg.synthesis_start_epoch  # before: the synthetic slots hold real examples
+        due = started and (self.round == 0 or (cfg.regenerate == "every_epoch" and self.round < cfg.max_rounds
+                                               and not last_epoch))
+        if not started and self._is_main():
+            logger.info("SAGE round deferred: epoch %d trains on real examples only (synthesis_start_epoch=%d)",
+                        int(round(epoch)) + 1, cfg.synthesis_start_epoch)
         if not due:
             if last_epoch and self.stop_reason is None:
                 self.stop_reason = f"epoch limit reached ({cfg.num_train_epochs:g} epochs, {self.round} rounds)"
