@@ -34,11 +34,13 @@ class MixedBatchSampler(Sampler):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         self.buffer = buffer
         self.n_real = n_real
-        self.batch_size = batch_size
+        # Not `batch_size`: accelerate's BatchSamplerShard reads that name as every batch's length and, with
+        # batches longer than it, shards them unevenly across ranks (one rank trains on while the other waits).
+        self.real_batch_size = batch_size
         self.real_lengths = real_lengths
 
     def __len__(self) -> int:
-        return math.ceil(self.n_real / self.batch_size)
+        return math.ceil(self.n_real / self.real_batch_size)
 
     def _order(self, start: int, stop: int, group: int) -> list[int]:
         if stop <= start:
@@ -54,8 +56,9 @@ class MixedBatchSampler(Sampler):
     def __iter__(self):
         n_batches = len(self)
         n_synthetic = len(self.buffer) - self.n_real
-        real = self._order(0, self.n_real, self.batch_size)
+        size = self.real_batch_size
+        real = self._order(0, self.n_real, size)
         synthetic = self._order(self.n_real, len(self.buffer), math.ceil(n_synthetic / n_batches))
         cuts = [round(j * n_synthetic / n_batches) for j in range(n_batches + 1)]
         for j in range(n_batches):
-            yield real[j * self.batch_size:(j + 1) * self.batch_size] + synthetic[cuts[j]:cuts[j + 1]]
+            yield real[j * size:(j + 1) * size] + synthetic[cuts[j]:cuts[j + 1]]
