@@ -236,6 +236,11 @@ def test_augment_mode_says_real_plus_synthetic_and_replace_mode_synthetic_only(r
     assert "every batch of real examples also carries synthetic examples" in mixed
     assert "every batch of real examples carries its share of that synthetic set" in mixed
     assert "trains on the real examples plus synthetic examples" not in mixed
+    assert "SAGE runs a round before the first epoch and after each epoch:" in text
+    render_model_card(dataclasses.replace(run["card_data"], synthesis_start_epoch=1), tmp_path / "late")
+    late = (tmp_path / "late" / "README.md").read_text()
+    assert ("SAGE runs a round after epoch 1 (the epochs before it train on the real examples only) and after each "
+            "later epoch:") in late
 
 
 def test_teacher_is_the_fine_tuned_model_and_its_base_is_named_apart(run, tmp_path):

@@ -32,7 +32,8 @@ _METRIC_PREFIX = re.compile(r"^(?:teacher_)?(?:eval|test|predict|validation)_")
 
 SAGE_FIELDS = ("reducer", "n_components", "n_neighbors", "reducer_metric", "pooling", "anchor_policy",
                "anchor_fraction", "sample_neighbors", "jitter", "shift_scale", "synthetic_count", "synthesis",
-               "candidates_per_anchor", "candidate_choice", "synthesis_mode", "regenerate", "inversion_backend",
+               "candidates_per_anchor", "candidate_choice", "synthesis_mode", "regenerate", "synthesis_start_epoch",
+               "inversion_backend",
                "agreement_threshold", "max_rounds", "interface_layer")
 DISTILL_FIELDS = ("temperature", "kd_loss", "alpha_kd", "alpha_hard")
 TRAIN_FIELDS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
@@ -75,6 +76,7 @@ class SageModelCardData:
     synthesis_mode: str | None = field(default=None, metadata={
         "help": "'augment': real + synthetic; 'replace'; 'mix': synthetic beside each real batch."})
     regenerate: str | None = None
+    synthesis_start_epoch: int = 0  # epochs on real examples only before the first round
     sage_settings: list[tuple[str, Any, str]] = field(default_factory=list)  # (name, value, why it matters)
     distillation_settings: list[tuple[str, Any, str]] = field(default_factory=list)
     training_settings: list[tuple[str, Any, str]] = field(default_factory=list)
@@ -123,6 +125,7 @@ class ModelCardCallback(TrainerCallback):
         data.sage = engine is not None
         data.synthesis_mode = getattr(config, "synthesis_mode", None) if data.sage else None
         data.regenerate = getattr(config, "regenerate", None) if data.sage else None
+        data.synthesis_start_epoch = getattr(config, "synthesis_start_epoch", 0) if data.sage else 0
         data.sage_settings = settings_rows(args, SAGE_FIELDS, config) if data.sage else []
         data.distillation_settings = settings_rows(args, DISTILL_FIELDS)
         data.training_settings = [r for r in settings_rows(args, TRAIN_FIELDS) if not _is_default_off(r[0], r[1])]
