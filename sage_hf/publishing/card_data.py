@@ -33,8 +33,7 @@ _METRIC_PREFIX = re.compile(r"^(?:teacher_)?(?:eval|test|predict|validation)_")
 SAGE_FIELDS = ("reducer", "n_components", "n_neighbors", "reducer_metric", "pooling", "anchor_policy",
                "anchor_fraction", "sample_neighbors", "jitter", "shift_scale", "synthetic_count", "synthesis",
                "candidates_per_anchor", "candidate_choice", "synthesis_mode", "regenerate", "synthesis_start_epoch",
-               "inversion_backend",
-               "agreement_threshold", "max_rounds", "interface_layer")
+               "inversion_backend", "agreement_threshold", "max_rounds", "interface_layer")
 DISTILL_FIELDS = ("temperature", "kd_loss", "alpha_kd", "alpha_hard")
 TRAIN_FIELDS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "weight_decay", "lr_scheduler_type", "warmup_steps", "optim", "seed",
