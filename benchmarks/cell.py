@@ -73,6 +73,11 @@ SYSTEMS: dict[str, dict] = {
     "sage_late": {"synthesis_start_epoch": 1},
     "kd_hidden": {"sage": False, "hidden_loss": "mse"},
     "sage_hidden": {"hidden_loss": "mse"},
+    # hidden-state matching weighed as TextBrewer's `textbrewer_hidden` weighs it against KD: it sums the MSE of 4
+    # matched layers (3 here: the student's layer-1 input is the teacher's) where we average, and its soft
+    # cross-entropy lacks our T^2 = 4, so its hidden term is 3 x 4 = 12 times ours at alpha_hidden=1
+    "kd_hidden_x12": {"sage": False, "hidden_loss": "mse", "alpha_hidden": 12.0},
+    "sage_hidden_x12": {"hidden_loss": "mse", "alpha_hidden": 12.0},
     "textbrewer_kd": {"peer": "textbrewer_kd"},
     "textbrewer_hidden": {"peer": "textbrewer_hidden"},
     "torchdistill_kd": {"peer": "torchdistill_kd"},
