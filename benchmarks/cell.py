@@ -86,6 +86,12 @@ SYSTEMS: dict[str, dict] = {
     "torchdistill_kd": {"peer": "torchdistill_kd"},
 }
 
+# Every cell's SageTrainingArguments before its system's overrides (a system that sets one of these to another
+# value changes the cell, even where that value is SageTrainingArguments' own default)
+CELL_ARGS = dict(learning_rate=1e-4, per_device_train_batch_size=32, temperature=2.0, save_strategy="no",
+                 eval_strategy="no", agreement_threshold=1.0, warmup_max_length=64, save_round_plots=False,
+                 decode_examples=0, train_sampling_strategy="group_by_length")
+
 # Per suite and task: training subset, sequence length, epochs. Dev sets are always whole.
 _SMALL_TASKS = {"sst2": {"max_train_samples": 3000, "max_seq_length": 64},
                 "rte": {"max_train_samples": 1500, "max_seq_length": 128}}
@@ -309,11 +315,9 @@ def run_cell(task: str, system: str, seed: int, suite: str, glue_dir: str, work:
     torch.manual_seed(seed)
     student = SageStudentForSequenceClassification.from_teacher(teacher, num_layers=3)
     wiki = Path(glue_dir).parent / "wikitext-2-raw"
-    args = dict(output_dir=str(work / "runs" / f"{task}-{system}-{seed}"), num_train_epochs=spec["epochs"],
-                learning_rate=1e-4, per_device_train_batch_size=32, temperature=2.0, save_strategy="no",
-                eval_strategy="no", agreement_threshold=1.0, warmup_source=str(wiki) if wiki.is_dir() else None,
-                warmup_max_samples=spec["warmup_max_samples"], warmup_max_length=64, save_round_plots=False,
-                decode_examples=0, map_cache_dir=str(work / "maps"), train_sampling_strategy="group_by_length",
+    args = dict(CELL_ARGS, output_dir=str(work / "runs" / f"{task}-{system}-{seed}"),
+                num_train_epochs=spec["epochs"], warmup_source=str(wiki) if wiki.is_dir() else None,
+                warmup_max_samples=spec["warmup_max_samples"], map_cache_dir=str(work / "maps"),
                 **{**common, "seed": seed})
     if "round_precision" in spec:
         args["round_precision"] = spec["round_precision"]

@@ -17,7 +17,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import protocol  # noqa: E402
 import run as bench  # noqa: E402
 import stats  # noqa: E402
-from cell import BENCH_KEYS  # noqa: E402
+from cell import BENCH_KEYS, CELL_ARGS  # noqa: E402
 
 
 def test_small_suite_plans_kd_sage_and_reducer_none_on_sst2_and_rte():
@@ -70,6 +70,8 @@ def test_every_system_differs_from_default_sage_and_from_every_other():
     from sage_hf import SageTrainingArguments
 
     defaults = {f.name: f.default for f in dataclasses.fields(SageTrainingArguments)}
+    assert set(CELL_ARGS) <= set(defaults)
+    defaults.update(CELL_ARGS)  # what a cell runs with before its system's overrides
     settings = [tuple(sorted(overrides.items())) for overrides in bench.SYSTEMS.values()]
     assert len(set(settings)) == len(settings)
     for name, overrides in bench.SYSTEMS.items():
