@@ -27,13 +27,15 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))  # peers.py
 
-# What each system changes relative to SAGE's defaults; "sage": False is plain logit KD. Keys in BENCH_KEYS are the
-# benchmark's own: "peer" runs a peer toolkit; "budget": "real_passes" trains plain KD for the suite's epochs instead
-# of default SAGE's optimiser steps; "synthetic_share": the synthetic part of each epoch, at default SAGE's steps.
+# What each system changes relative to CELL_ARGS (below) and SAGE's defaults; "sage": False is plain logit KD. Keys
+# in BENCH_KEYS are the benchmark's own: "peer" runs a peer toolkit; "budget": "real_passes" trains plain KD for the
+# suite's epochs instead of default SAGE's optimiser steps; "synthetic_share": the synthetic part of each epoch, at
+# default SAGE's steps.
 BENCH_KEYS = ("peer", "budget", "synthetic_share")
 SYSTEMS: dict[str, dict] = {
     "kd": {"sage": False},
-    "sage": {},  # default SAGE: synthesis="swap" (before 2026-12-03 "shift", now the `sage_shift` row)
+    # swap synthesis on logits, the default until 2026-12-07 (before 2026-12-03 "shift", now the `sage_shift` row)
+    "sage": {},
     "sage_shift": {"synthesis": "shift"},  # the paper's synthesis, real + synthetic each epoch
     # swap, a pair's shared words swapped alike (single-sentence tasks: the same draws as `sage`)
     "sage_swap_shared": {"swap_shared_words": True},
@@ -77,7 +79,7 @@ SYSTEMS: dict[str, dict] = {
     # matched layers (3 here: the student's layer-1 input is the teacher's) where we average, and its soft
     # cross-entropy lacks our T^2 = 4, so its hidden term is 3 x 4 = 12 times ours at alpha_hidden=1
     "kd_hidden_x12": {"sage": False, "hidden_loss": "mse", "alpha_hidden": 12.0},
-    "sage_hidden_x12": {"hidden_loss": "mse", "alpha_hidden": 12.0},
+    "sage_hidden_x12": {"hidden_loss": "mse", "alpha_hidden": 12.0},  # the library's default since 2026-12-07
     # the control for batch order: plain KD with shuffled batches, as the peers draw them, instead of the cells'
     # length-grouped ones
     "kd_shuffled": {"sage": False, "train_sampling_strategy": "random"},
@@ -87,10 +89,12 @@ SYSTEMS: dict[str, dict] = {
 }
 
 # Every cell's SageTrainingArguments before its system's overrides (a system that sets one of these to another
-# value changes the cell, even where that value is SageTrainingArguments' own default)
+# value changes the cell, even where that value is SageTrainingArguments' own default). Cells match logits only
+# unless their system says otherwise, as every row did before the library's default took hidden states on
+# (2026-12-07): `kd` stays plain logit KD, `sage` stays swap on logits, `sage_hidden_x12` is today's default.
 CELL_ARGS = dict(learning_rate=1e-4, per_device_train_batch_size=32, temperature=2.0, save_strategy="no",
                  eval_strategy="no", agreement_threshold=1.0, warmup_max_length=64, save_round_plots=False,
-                 decode_examples=0, train_sampling_strategy="group_by_length")
+                 decode_examples=0, train_sampling_strategy="group_by_length", hidden_loss="none", alpha_hidden=1.0)
 
 # Per suite and task: training subset, sequence length, epochs. Dev sets are always whole.
 _SMALL_TASKS = {"sst2": {"max_train_samples": 3000, "max_seq_length": 64},

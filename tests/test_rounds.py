@@ -41,15 +41,19 @@ def test_each_epoch_trains_on_the_new_synthetic_set(tmp_path):
     assert all(abs(norms_seen[i] - float(expected[i])) < 1e-5 for i in range(96))
 
 
-def test_swap_augment_is_the_default_and_the_paper_is_one_flag_away():
+def test_swap_augment_with_hidden_states_is_the_default_and_the_paper_is_one_flag_away():
     args = SageTrainingArguments(output_dir="x")
-    assert (args.synthesis, args.synthesis_mode) == ("swap", "augment")
+    assert (args.synthesis, args.synthesis_mode, args.hidden_loss, args.alpha_hidden) == ("swap", "augment", "mse", 12)
     paper = SageTrainingArguments(output_dir="x", paper_setting=True)
-    assert (paper.synthesis, paper.synthesis_mode) == ("shift", "replace")
-    assert SageTrainingArguments(**{**paper.to_dict(), "output_dir": "x"}).synthesis_mode == "replace"
+    assert (paper.synthesis, paper.synthesis_mode, paper.hidden_loss) == ("shift", "replace", "none")
+    again = SageTrainingArguments(**{**paper.to_dict(), "output_dir": "x"})
+    assert (again.synthesis_mode, again.hidden_loss) == ("replace", "none")
     with pytest.raises(ValueError, match="paper_setting=True runs the paper's synthesis='shift'; got "
                                          "synthesis='interpolate'"):
         SageTrainingArguments(output_dir="x", paper_setting=True, synthesis="interpolate")
+    with pytest.raises(ValueError, match="paper_setting=True matches logits only \\(hidden_loss='none'\\); got "
+                                         "hidden_loss='cosine'"):
+        SageTrainingArguments(output_dir="x", paper_setting=True, hidden_loss="cosine")
 
 
 def test_augment_mode_trains_on_real_plus_synthetic(tmp_path):

@@ -131,7 +131,7 @@ def sage_args(tmp_path, **overrides):
                     logging_strategy="no", seed=0, data_seed=0, reducer="pca", n_neighbors=10, sample_neighbors=5,
                     map_cache_dir=str(tmp_path / "maps"), save_round_plots=False, decode_examples=0,
                     agreement_threshold=1.0, synthesis="shift", synthesis_mode="replace",
-                    round_precision="float32")
+                    hidden_loss="none", round_precision="float32")
     defaults.update(overrides)
     return SageTrainingArguments(**defaults)
 
