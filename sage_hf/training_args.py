@@ -231,8 +231,8 @@ class SageTrainingArguments(TrainingArguments):
     )
     alpha_hidden: float = field(
         default=DEFAULT_ALPHA_HIDDEN,
-        metadata={"help": "Weight of the hidden-state loss (12: as TextBrewer weighs its hidden-state MSE against "
-                  "KD on a 3-layer student; 1 measured lower on the protocol suite, see README)."},
+        metadata={"help": "Weight of the hidden-state loss (12: the hidden-state MSE weighed against KD as "
+                  "TextBrewer weighs it on a 3-layer student; see README, Results)."},
     )
     hidden_layer_map: str | None = field(
         default=None,

@@ -194,7 +194,8 @@ def test_plain_distillation_run_gets_a_card_without_rounds(tmp_path):
     teacher = TeacherInterface(tiny_teacher("bert", num_layers=2, dropout=0.0))
     student = SageStudentForSequenceClassification.from_teacher(teacher, num_layers=1)
     args = SageTrainingArguments(output_dir=str(tmp_path / "out"), sage=False, num_train_epochs=1, report_to=[],
-                                 use_cpu=True, disable_tqdm=True, save_strategy="no", logging_strategy="epoch")
+                                 use_cpu=True, disable_tqdm=True, save_strategy="no", logging_strategy="epoch",
+                                 hidden_loss="none")
     trainer = SageTrainer(model=student, args=args, teacher_model=teacher, train_dataset=tiny_dataset(32))
     trainer.train()
     data = build_card_data(trainer, task_name="topics", dataset_id=DATASET_ID, dataset_name=None,
@@ -207,6 +208,25 @@ def test_plain_distillation_run_gets_a_card_without_rounds(tmp_path):
     assert not (tmp_path / "card" / "loss_map.png").exists() and "loss_map.png" not in text
     assert "sage" not in loaded.tags and "knowledge-distillation" in loaded.tags
     assert "sage" not in data.model_name.lower() and "SAGE" not in text and "## Citation" not in text
+    assert "| `hidden_loss` | none |" in text and "| `alpha_hidden`" not in text and "| `hidden_layer_map`" not in text
+
+
+def test_card_says_when_hidden_states_were_matched_and_with_which_layers(tmp_path):
+    teacher = TeacherInterface(tiny_teacher("bert", num_layers=2, dropout=0.0))
+    student = SageStudentForSequenceClassification.from_teacher(teacher, num_layers=1)
+    args = SageTrainingArguments(output_dir=str(tmp_path / "out"), sage=False, num_train_epochs=1, report_to=[],
+                                 use_cpu=True, disable_tqdm=True, save_strategy="no", logging_strategy="epoch")
+    assert (args.hidden_loss, args.alpha_hidden) == ("mse", 12.0)  # the defaults
+    trainer = SageTrainer(model=student, args=args, teacher_model=teacher, train_dataset=tiny_dataset(32))
+    trainer.train()
+    data = build_card_data(trainer, task_name="topics", dataset_id=DATASET_ID, dataset_name=None,
+                           metrics={"eval_accuracy": 0.5}, base_model="owner/teacher")
+    render_model_card(data, tmp_path / "card")
+    text = (tmp_path / "card" / "README.md").read_text()
+    assert data.hidden_loss == "mse" and "by logit and hidden-state distillation" in text
+    assert "Distillation of the teacher's logits and hidden states, on the real training examples only" in text
+    assert "| `hidden_loss` | mse |" in text and "| `alpha_hidden` | 12.0 |" in text
+    assert "| `hidden_layer_map` | 1:2 |" in text  # the map the loss used: student layer 1 -> teacher layer 2
 
 
 def test_card_data_is_recorded_during_training(run):

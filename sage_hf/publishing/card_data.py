@@ -34,7 +34,8 @@ SAGE_FIELDS = ("reducer", "n_components", "n_neighbors", "reducer_metric", "pool
                "anchor_fraction", "sample_neighbors", "jitter", "shift_scale", "synthetic_count", "synthesis",
                "candidates_per_anchor", "candidate_choice", "synthesis_mode", "regenerate", "synthesis_start_epoch",
                "inversion_backend", "agreement_threshold", "max_rounds", "interface_layer")
-DISTILL_FIELDS = ("temperature", "kd_loss", "alpha_kd", "alpha_hard")
+DISTILL_FIELDS = ("temperature", "kd_loss", "alpha_kd", "alpha_hard", "hidden_loss", "alpha_hidden",
+                  "hidden_layer_map")
 TRAIN_FIELDS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "weight_decay", "lr_scheduler_type", "warmup_steps", "optim", "seed",
                 "bf16", "fp16")
@@ -76,6 +77,7 @@ class SageModelCardData:
         "help": "'augment': real + synthetic; 'replace'; 'mix': synthetic beside each real batch."})
     regenerate: str | None = None
     synthesis_start_epoch: int = 0  # epochs on real examples only before the first round
+    hidden_loss: str | None = None  # "mse" or "cosine" when hidden states were matched too, else None
     sage_settings: list[tuple[str, Any, str]] = field(default_factory=list)  # (name, value, why it matters)
     distillation_settings: list[tuple[str, Any, str]] = field(default_factory=list)
     training_settings: list[tuple[str, Any, str]] = field(default_factory=list)
@@ -126,7 +128,12 @@ class ModelCardCallback(TrainerCallback):
         data.regenerate = getattr(config, "regenerate", None) if data.sage else None
         data.synthesis_start_epoch = getattr(config, "synthesis_start_epoch", 0) if data.sage else 0
         data.sage_settings = settings_rows(args, SAGE_FIELDS, config) if data.sage else []
-        data.distillation_settings = settings_rows(args, DISTILL_FIELDS)
+        layer_map = getattr(self.trainer, "_layer_map", None) or []  # the pairs the hidden-state loss used
+        data.hidden_loss = args.hidden_loss if layer_map else None
+        data.distillation_settings = [
+            (name, ",".join(f"{s}:{t}" for s, t in layer_map) if name == "hidden_layer_map" else value, why)
+            for name, value, why in settings_rows(args, DISTILL_FIELDS)
+            if layer_map or name not in ("alpha_hidden", "hidden_layer_map")]
         data.training_settings = [r for r in settings_rows(args, TRAIN_FIELDS) if not _is_default_off(r[0], r[1])]
         data.warmup = _warmup_summary(self.trainer)
         data.rounds, data.final_agreement, data.metrics = [], None, {}
