@@ -82,7 +82,8 @@ def run(teacher, tokenizer, data, args, out: str, **overrides) -> SageTrainer:
                     save_strategy="no", eval_strategy="no", logging_strategy="no", seed=args.seed,
                     agreement_threshold=1.0, save_round_plots=False, decode_examples=0,
                     map_cache_dir=args.map_cache_dir, teacher_batch_size=args.teacher_batch_size,
-                    train_sampling_strategy="group_by_length", num_train_epochs=args.epochs, **overrides)
+                    train_sampling_strategy="group_by_length", num_train_epochs=args.epochs)
+    settings.update(hidden_loss="none", **overrides)  # the round's own cost, on logits, as recorded before 2026-12-07
     return SageTrainer(model=student, args=SageTrainingArguments(**settings), teacher_model=teacher,
                        train_dataset=data, processing_class=tokenizer)
 

@@ -120,9 +120,10 @@ def main() -> None:
     teacher = TeacherInterface(teacher_model.eval())
     student = SageStudentForSequenceClassification.from_teacher(teacher, layers=[0, 2, 4])
     train = tokenized["train"]
-    kd_args = SageTrainingArguments(output_dir=str(work / "kd"), sage=False, num_train_epochs=1, learning_rate=1e-4,
-                                    per_device_train_batch_size=32, report_to=[], disable_tqdm=True, seed=args.seed,
-                                    save_strategy="no", use_cpu=targs.use_cpu, dataloader_pin_memory=False)
+    kd_args = SageTrainingArguments(output_dir=str(work / "kd"), sage=False, hidden_loss="none", num_train_epochs=1,
+                                    learning_rate=1e-4, per_device_train_batch_size=32, report_to=[],
+                                    disable_tqdm=True, seed=args.seed, save_strategy="no", use_cpu=targs.use_cpu,
+                                    dataloader_pin_memory=False)
     SageTrainer(model=student, args=kd_args, teacher_model=teacher, train_dataset=train,
                 processing_class=tokenizer).train()
     student.eval()
