@@ -288,7 +288,7 @@ class SageTrainingArguments(TrainingArguments):
             raise ValueError(f"synthetic_count must be >= 0, got {self.synthetic_count}.")
         if self.synthetic_count == 0 and self.synthesis_mode == "mix":
             raise ValueError("synthetic_count=0 with synthesis_mode='mix' leaves nothing to mix into the batches: "
-                             "that is plain distillation (sage=False), or give a positive synthetic_count.")
+                             "that is distillation without rounds (sage=False), or give a positive synthetic_count.")
         if self.synthetic_count == 0 and self.synthesis_mode == "replace":
             raise ValueError("synthetic_count=0 with synthesis_mode='replace' would leave nothing to train on: "
                              "use synthesis_mode='augment' or a positive synthetic_count.")
@@ -298,7 +298,8 @@ class SageTrainingArguments(TrainingArguments):
             raise ValueError(f"synthesis_start_epoch must be >= 0, got {self.synthesis_start_epoch}.")
         if self.sage and self.max_steps <= 0 and self.synthesis_start_epoch >= self.num_train_epochs:
             raise ValueError(f"synthesis_start_epoch={self.synthesis_start_epoch} is not below num_train_epochs="
-                             f"{self.num_train_epochs:g}: no SAGE round would run (use sage=False for plain KD).")
+                             f"{self.num_train_epochs:g}: no SAGE round would run (use sage=False to distil without "
+                             "rounds).")
         if self.max_rounds < 1:
             raise ValueError(f"max_rounds must be >= 1, got {self.max_rounds}.")
         if self.warmup_epochs < 0:
