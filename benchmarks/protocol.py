@@ -13,7 +13,7 @@ import stats
 SYSTEMS = ["kd", "sage", "sage_hardest_of_4", "sage_same_label_of_3", "sage_balanced", "sage_swap_shared",
            "sage_shift", "sage_replace", "sage_interpolate", "sage_random_anchors", "sage_adversarial", "sage_repeat",
            "kd_same_passes", "sage_quarter_synthetic", "sage_mix", "sage_late", "kd_hidden", "sage_hidden",
-           "kd_hidden_x12", "sage_hidden_x12", "kd_shuffled",
+           "kd_hidden_x12", "sage_hidden_x12", "sage_hidden_x3", "kd_shuffled",
            "textbrewer_kd", "torchdistill_kd", "textbrewer_hidden"]
 TASKS = ["sst2", "cola", "mrpc", "rte", "stsb"]
 BASELINE = "kd"
