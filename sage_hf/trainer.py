@@ -15,7 +15,7 @@ from transformers import EvalPrediction, Trainer
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .collator import SageDataCollator
-from .hidden_loss import check_layer_map, default_layer_map, hidden_state_loss, parse_layer_map
+from .hidden_loss import check_layer_map, default_layer_map, hidden_state_loss, parse_layer_map, resolve_hidden_loss
 from .losses import distillation_loss_per_example
 from .models.student import SageStudentForSequenceClassification
 from .models.teacher import TeacherInterface, as_teacher
@@ -100,7 +100,8 @@ class SageTrainer(Trainer):
             self.model.add_model_tags(self._tag_names)
         self.teacher = self._prepare_teacher(teacher)
         self._synthesis = get_synthesis(self.args.synthesis)
-        self._layer_map = _hidden_layer_map(self.args, model, teacher)
+        self._hidden_loss = resolve_hidden_loss(self.args.hidden_loss, model.config.num_labels)
+        self._layer_map = _hidden_layer_map(self.args, self._hidden_loss, model, teacher)
         self.sage_engine: SageEngine | None = None
         self._warmed_up = False
         if self.args.sage and train_dataset is not None:
@@ -317,7 +318,7 @@ class SageTrainer(Trainer):
             engine.training_pass.observe(inputs["example_id"], outputs.logits, teacher_logits)
         if teacher_hidden is not None:
             per_example = per_example + self.args.alpha_hidden * hidden_state_loss(
-                outputs.hidden_states, teacher_hidden, mask, self._layer_map, self.args.hidden_loss)
+                outputs.hidden_states, teacher_hidden, mask, self._layer_map, self._hidden_loss)
         if num_items_in_batch is not None:
             # Sum over this micro-batch / examples in the whole accumulated (and, if averaged, global) batch:
             # the same gradient as one big batch, whatever the accumulation steps or a short last batch.
@@ -407,9 +408,9 @@ def _check_compatible(student, teacher: TeacherInterface) -> None:
         )
 
 
-def _hidden_layer_map(args, student, teacher: TeacherInterface) -> list[tuple[int, int]]:
-    """Student -> teacher layer pairs of the hidden-state loss (empty when it is off)."""
-    if args.hidden_loss == "none" or args.alpha_hidden == 0:
+def _hidden_layer_map(args, kind: str, student, teacher: TeacherInterface) -> list[tuple[int, int]]:
+    """Student -> teacher layer pairs of the hidden-state loss `kind` (empty when it is off)."""
+    if kind == "none" or args.alpha_hidden == 0:
         return []
     student_layers = student.config.num_layers
     teacher_layers = teacher.num_layers - teacher.interface_layer

@@ -18,7 +18,7 @@ from .rounds.synthesis import SYNTHESIS_METHODS, get_synthesis
 
 SYNTHESIS_MODES = ("replace", "augment", "mix")
 DEFAULT_SYNTHESIS = "swap"  # the best 5-task average measured on the protocol suite (README, Results)
-DEFAULT_HIDDEN_LOSS, DEFAULT_ALPHA_HIDDEN = "mse", 12.0  # with swap: the best 5-task average measured
+DEFAULT_HIDDEN_LOSS, DEFAULT_ALPHA_HIDDEN = "auto", 12.0  # with swap: the best 5-task average measured
 REGENERATE = ("every_epoch", "once")
 SCORE_PASSES = ("auto", "always")
 CANDIDATE_CHOICES = ("hardest", "label_preserving")
@@ -225,9 +225,10 @@ class SageTrainingArguments(TrainingArguments):
     hidden_loss: Literal[HIDDEN_LOSSES] = field(
         default=DEFAULT_HIDDEN_LOSS,
         metadata={"help": "Also match student hidden states to the teacher's, per mapped layer and real token: "
-                  "'mse' (default: with swap synthesis and alpha_hidden=12, the best 5-task average of the protocol "
-                  "suite, see README), 'cosine' (1 - cosine similarity) or 'none' (logits only, as the paper). "
-                  "Synthetic examples get hidden-state targets too: the teacher runs from layer 1."},
+                  "'mse', 'cosine' (1 - cosine similarity) or 'none' (logits only, as the paper). 'auto' (default): "
+                  "'mse' for a classifier, 'none' for a one-score regression head, the best 5-task average of the "
+                  "protocol suite with swap synthesis and alpha_hidden=12 (README, Results). Synthetic examples "
+                  "get hidden-state targets too: the teacher runs from layer 1."},
     )
     alpha_hidden: float = field(
         default=DEFAULT_ALPHA_HIDDEN,

@@ -90,3 +90,20 @@ def test_hidden_loss_arguments_are_checked(tmp_path):
         make_trainer(tmp_path, hidden_loss="mse", hidden_layer_map="2:2")
     assert make_trainer(tmp_path, hidden_loss="mse")._layer_map == [(1, 2)]
     assert make_trainer(tmp_path, hidden_loss="none", hidden_layer_map="1:1")._layer_map == []
+    with pytest.raises(ValueError, match="Unknown hidden_loss 'auto': choose one of mse, cosine"):
+        hidden_state_loss([torch.zeros(1, 2, 4)] * 2, [torch.zeros(1, 2, 4)] * 2, torch.ones(1, 2), [(1, 1)], "auto")
+
+
+def test_auto_matches_hidden_states_for_a_classifier_and_not_for_a_regression_head(tmp_path):
+    """Hidden-state matching never helped STS-B in the protocol runs, so "auto" leaves one-score heads to KD alone."""
+    teacher = as_teacher(tiny_teacher("bert", num_layers=2, dropout=0.0))
+    regression = as_teacher(tiny_teacher("bert", num_layers=2, dropout=0.0, num_labels=1))
+    for interface, expected_kind, expected_map in ((teacher, "mse", [(1, 2)]), (regression, "none", [])):
+        student = SageStudentForSequenceClassification.from_teacher(interface, num_layers=1)
+        args = sage_args(tmp_path, sage=False, hidden_loss="auto")
+        trainer = SageTrainer(model=student, args=args, teacher_model=interface, train_dataset=tiny_dataset(8))
+        assert (trainer._hidden_loss, trainer._layer_map) == (expected_kind, expected_map)
+    student = SageStudentForSequenceClassification.from_teacher(regression, num_layers=1)
+    trainer = SageTrainer(model=student, args=sage_args(tmp_path, sage=False, hidden_loss="mse"),
+                          teacher_model=regression, train_dataset=tiny_dataset(8))
+    assert (trainer._hidden_loss, trainer._layer_map) == ("mse", [(1, 2)])  # asked for by name: matched

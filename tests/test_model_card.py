@@ -216,7 +216,7 @@ def test_card_says_when_hidden_states_were_matched_and_with_which_layers(tmp_pat
     student = SageStudentForSequenceClassification.from_teacher(teacher, num_layers=1)
     args = SageTrainingArguments(output_dir=str(tmp_path / "out"), sage=False, num_train_epochs=1, report_to=[],
                                  use_cpu=True, disable_tqdm=True, save_strategy="no", logging_strategy="epoch")
-    assert (args.hidden_loss, args.alpha_hidden) == ("mse", 12.0)  # the defaults
+    assert (args.hidden_loss, args.alpha_hidden) == ("auto", 12.0)  # the defaults: "mse" on this classifier
     trainer = SageTrainer(model=student, args=args, teacher_model=teacher, train_dataset=tiny_dataset(32))
     trainer.train()
     data = build_card_data(trainer, task_name="topics", dataset_id=DATASET_ID, dataset_name=None,
@@ -225,7 +225,7 @@ def test_card_says_when_hidden_states_were_matched_and_with_which_layers(tmp_pat
     text = (tmp_path / "card" / "README.md").read_text()
     assert data.hidden_loss == "mse" and "by logit and hidden-state distillation" in text
     assert "Distillation of the teacher's logits and hidden states, on the real training examples only" in text
-    assert "| `hidden_loss` | mse |" in text and "| `alpha_hidden` | 12.0 |" in text
+    assert "| `hidden_loss` | mse (auto) |" in text and "| `alpha_hidden` | 12.0 |" in text
     assert "| `hidden_layer_map` | 1:2 |" in text  # the map the loss used: student layer 1 -> teacher layer 2
 
 

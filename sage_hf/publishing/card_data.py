@@ -129,11 +129,13 @@ class ModelCardCallback(TrainerCallback):
         data.synthesis_start_epoch = getattr(config, "synthesis_start_epoch", 0) if data.sage else 0
         data.sage_settings = settings_rows(args, SAGE_FIELDS, config) if data.sage else []
         layer_map = getattr(self.trainer, "_layer_map", None) or []  # the pairs the hidden-state loss used
-        data.hidden_loss = args.hidden_loss if layer_map else None
-        data.distillation_settings = [
-            (name, ",".join(f"{s}:{t}" for s, t in layer_map) if name == "hidden_layer_map" else value, why)
-            for name, value, why in settings_rows(args, DISTILL_FIELDS)
-            if layer_map or name not in ("alpha_hidden", "hidden_layer_map")]
+        kind = getattr(self.trainer, "_hidden_loss", args.hidden_loss)  # what "auto" came to for this head
+        data.hidden_loss = kind if layer_map else None
+        used = {"hidden_layer_map": ",".join(f"{s}:{t}" for s, t in layer_map),
+                "hidden_loss": f"{kind} (auto)" if args.hidden_loss == "auto" else kind}
+        data.distillation_settings = [(name, used.get(name, value), why)
+                                      for name, value, why in settings_rows(args, DISTILL_FIELDS)
+                                      if layer_map or name not in ("alpha_hidden", "hidden_layer_map")]
         data.training_settings = [r for r in settings_rows(args, TRAIN_FIELDS) if not _is_default_off(r[0], r[1])]
         data.warmup = _warmup_summary(self.trainer)
         data.rounds, data.final_agreement, data.metrics = [], None, {}
