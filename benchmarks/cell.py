@@ -79,7 +79,8 @@ SYSTEMS: dict[str, dict] = {
     # matched layers (3 here: the student's layer-1 input is the teacher's) where we average, and its soft
     # cross-entropy lacks our T^2 = 4, so its hidden term is 3 x 4 = 12 times ours at alpha_hidden=1
     "kd_hidden_x12": {"sage": False, "hidden_loss": "mse", "alpha_hidden": 12.0},
-    "sage_hidden_x12": {"hidden_loss": "mse", "alpha_hidden": 12.0},  # the library's default since 2026-12-07
+    # the library's default on classification tasks since 2026-12-07
+    "sage_hidden_x12": {"hidden_loss": "mse", "alpha_hidden": 12.0},
     # a quarter of the default's hidden weight: is STS-B's loss under the default (and TextBrewer's) the weight?
     "sage_hidden_x3": {"hidden_loss": "mse", "alpha_hidden": 3.0},
     # the control for batch order: plain KD with shuffled batches, as the peers draw them, instead of the cells'
@@ -93,7 +94,8 @@ SYSTEMS: dict[str, dict] = {
 # Every cell's SageTrainingArguments before its system's overrides (a system that sets one of these to another
 # value changes the cell, even where that value is SageTrainingArguments' own default). Cells match logits only
 # unless their system says otherwise, as every row did before the library's default took hidden states on
-# (2026-12-07): `kd` stays plain logit KD, `sage` stays swap on logits, `sage_hidden_x12` is today's default.
+# (2026-12-07): `kd` stays plain logit KD, `sage` stays swap on logits. Today's default (`hidden_loss="auto"`) is
+# `sage_hidden_x12` on a classification task and `sage` on a regression one (STS-B): the same computations.
 CELL_ARGS = dict(learning_rate=1e-4, per_device_train_batch_size=32, temperature=2.0, save_strategy="no",
                  eval_strategy="no", agreement_threshold=1.0, warmup_max_length=64, save_round_plots=False,
                  decode_examples=0, train_sampling_strategy="group_by_length", hidden_loss="none", alpha_hidden=1.0)

@@ -189,8 +189,8 @@ def _ok(cells: list, task: str, system: str) -> dict:
             and c.get("error") is None and c.get("dev_metric") is not None}
 
 
-def summarise(report: dict) -> dict:
-    """Per system: per task and on the task average, mean/std over seeds, agreement, paired differences to KD."""
+def summarise(report: dict, baseline: str = BASELINE) -> dict:
+    """Per system: per task and on the task average, mean/std over seeds, agreement, paired differences to one."""
     cells, teachers = report["cells"], report.get("teachers", {})
     tasks = [t for t in TASKS if any(c["task"] == t for c in cells)]
     systems = [s for s in report.get("systems_order", SYSTEMS) if any(c["system"] == s for c in cells)]
@@ -201,7 +201,7 @@ def summarise(report: dict) -> dict:
                                               if c["system"] == system and c.get("error")})}
         boot_avg = []
         for task in tasks:
-            mine, base = _ok(cells, task, system), _ok(cells, task, BASELINE)
+            mine, base = _ok(cells, task, system), _ok(cells, task, baseline)
             entry = dict(zip(("mean", "std"), stats.mean_std([c["dev_metric"] for c in mine.values()])))
             entry["seeds"] = len(mine)
             teacher = teachers.get(task, {})
@@ -220,7 +220,7 @@ def summarise(report: dict) -> dict:
             entry["boot"] = None
             preds = [mine[s].get("dev_predictions") is not None and base[s].get("dev_predictions") is not None
                      for s in paired]
-            if system != BASELINE and paired and all(preds) and teacher.get("dev_labels") is not None:
+            if system != baseline and paired and all(preds) and teacher.get("dev_labels") is not None:
                 reps = stats.bootstrap_differences(
                     task, stats.decode_predictions(teacher["dev_labels"]),
                     [stats.decode_predictions(mine[s]["dev_predictions"]) for s in paired],

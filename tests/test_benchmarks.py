@@ -82,6 +82,37 @@ def test_every_system_differs_from_default_sage_and_from_every_other():
             assert defaults[key] != value, f"{name} sets {key}={value!r}, the default"
 
 
+def test_the_default_row_is_composed_of_the_rows_that_run_the_library_defaults():
+    """benchmarks/default_row.py relabels cells instead of running the default again: only true while each task's row
+    runs what SageTrainingArguments() resolves to on that task's head."""
+    import dataclasses
+
+    import default_row
+
+    from sage_hf import SageTrainingArguments
+    from sage_hf.hidden_loss import resolve_hidden_loss
+
+    library = SageTrainingArguments(output_dir="x")
+    defaults = {f.name: getattr(library, f.name) for f in dataclasses.fields(SageTrainingArguments)}
+    assert set(default_row.DEFAULT_ROWS) == set(protocol.TASKS)
+    for task, system in default_row.DEFAULT_ROWS.items():
+        cell = {**defaults, **CELL_ARGS, **bench.SYSTEMS[system]}
+        num_labels = 1 if task == "stsb" else 2
+        kind = resolve_hidden_loss(library.hidden_loss, num_labels)
+        assert cell["hidden_loss"] == kind, f"{task}: row {system} runs {cell['hidden_loss']}, the default {kind}"
+        if kind != "none":
+            assert cell["alpha_hidden"] == library.alpha_hidden
+        changed = {k for k in CELL_ARGS if k not in ("hidden_loss", "alpha_hidden")}
+        assert all(cell[k] == CELL_ARGS[k] for k in changed) and set(bench.SYSTEMS[system]) <= {
+            "hidden_loss", "alpha_hidden"}, f"{system} changes more than the hidden-state loss"
+
+    report = {"cells": [{"task": "stsb", "system": "sage", "seed": 0}, {"task": "sst2", "system": "sage", "seed": 0},
+                        {"task": "sst2", "system": "sage_hidden_x12", "seed": 0}]}
+    composed = default_row.with_default_row(report)
+    assert [(c["task"], c["system"]) for c in composed["cells"][3:]] == [("stsb", "default"), ("sst2", "default")]
+    assert len(report["cells"]) == 3  # the input is left as it was
+
+
 # ---- protocol suite -------------------------------------------------------------------------------------------------
 
 

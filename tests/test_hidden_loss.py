@@ -95,7 +95,7 @@ def test_hidden_loss_arguments_are_checked(tmp_path):
 
 
 def test_auto_matches_hidden_states_for_a_classifier_and_not_for_a_regression_head(tmp_path):
-    """Hidden-state matching never helped STS-B in the protocol runs, so "auto" leaves one-score heads to KD alone."""
+    """Hidden-state matching never helped STS-B in the protocol runs, so "auto" leaves one-score heads to logits."""
     teacher = as_teacher(tiny_teacher("bert", num_layers=2, dropout=0.0))
     regression = as_teacher(tiny_teacher("bert", num_layers=2, dropout=0.0, num_labels=1))
     for interface, expected_kind, expected_map in ((teacher, "mse", [(1, 2)]), (regression, "none", [])):
