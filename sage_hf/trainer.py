@@ -102,6 +102,9 @@ class SageTrainer(Trainer):
         self._synthesis = get_synthesis(self.args.synthesis)
         self._hidden_loss = resolve_hidden_loss(self.args.hidden_loss, model.config.num_labels)
         self._layer_map = _hidden_layer_map(self.args, self._hidden_loss, model, teacher)
+        if self.args.hidden_loss == "auto":
+            head = "a one-score regression head" if model.config.num_labels == 1 else "a classifier"
+            logger.info("hidden_loss='auto' is '%s' for %s", self._hidden_loss, head)
         self.sage_engine: SageEngine | None = None
         self._warmed_up = False
         if self.args.sage and train_dataset is not None:

@@ -94,8 +94,9 @@ def test_hidden_loss_arguments_are_checked(tmp_path):
         hidden_state_loss([torch.zeros(1, 2, 4)] * 2, [torch.zeros(1, 2, 4)] * 2, torch.ones(1, 2), [(1, 1)], "auto")
 
 
-def test_auto_matches_hidden_states_for_a_classifier_and_not_for_a_regression_head(tmp_path):
+def test_auto_matches_hidden_states_for_a_classifier_and_not_for_a_regression_head(tmp_path, caplog):
     """Hidden-state matching never helped STS-B in the protocol runs, so "auto" leaves one-score heads to logits."""
+    caplog.set_level("INFO", logger="sage_hf.trainer")
     teacher = as_teacher(tiny_teacher("bert", num_layers=2, dropout=0.0))
     regression = as_teacher(tiny_teacher("bert", num_layers=2, dropout=0.0, num_labels=1))
     for interface, expected_kind, expected_map in ((teacher, "mse", [(1, 2)]), (regression, "none", [])):
@@ -103,6 +104,7 @@ def test_auto_matches_hidden_states_for_a_classifier_and_not_for_a_regression_he
         args = sage_args(tmp_path, sage=False, hidden_loss="auto")
         trainer = SageTrainer(model=student, args=args, teacher_model=interface, train_dataset=tiny_dataset(8))
         assert (trainer._hidden_loss, trainer._layer_map) == (expected_kind, expected_map)
+    assert "hidden_loss='auto' is 'none' for a one-score regression head" in caplog.text
     student = SageStudentForSequenceClassification.from_teacher(regression, num_layers=1)
     trainer = SageTrainer(model=student, args=sage_args(tmp_path, sage=False, hidden_loss="mse"),
                           teacher_model=regression, train_dataset=tiny_dataset(8))
