@@ -28,7 +28,7 @@ def test_registry_names_the_built_in_methods_and_their_columns():
 
 def test_help_lists_the_choices_of_every_choice_field():
     text = " ".join(HfArgumentParser(SageTrainingArguments).format_help().split())
-    for choices in ("--synthesis {shift,interpolate,adversarial,repeat,swap}", "--hidden_loss {none,mse,cosine}",
+    for choices in ("--synthesis {shift,interpolate,adversarial,repeat,swap}", "--hidden_loss {auto,none,mse,cosine}",
                     "--reducer {umap,pca,none}", "--kd_loss {kl,mse}",
                     "--synthesis_mode {replace,augment,mix}", "--regenerate {every_epoch,once}",
                     "--pooling {mean,first}", "--reducer_metric {euclidean,cosine}",
