@@ -128,7 +128,7 @@ class SageTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "The paper's exact setting in one flag: synthesis='shift', synthesis_mode='replace' "
                   "(epochs on the synthetic set only) and hidden_loss='none' (logits only). Refused beside another "
-                  "explicit synthesis method or hidden_loss='cosine'."},
+                  "explicit synthesis method or hidden_loss ('mse', 'cosine')."},
     )
     regenerate: Literal[REGENERATE] = field(
         default="every_epoch", metadata={"help": "'every_epoch' (adaptive, the paper) or 'once' (the ablation)."}

@@ -102,9 +102,7 @@ def test_the_default_row_is_composed_of_the_rows_that_run_the_library_defaults()
         assert cell["hidden_loss"] == kind, f"{task}: row {system} runs {cell['hidden_loss']}, the default {kind}"
         if kind != "none":
             assert cell["alpha_hidden"] == library.alpha_hidden
-        changed = {k for k in CELL_ARGS if k not in ("hidden_loss", "alpha_hidden")}
-        assert all(cell[k] == CELL_ARGS[k] for k in changed) and set(bench.SYSTEMS[system]) <= {
-            "hidden_loss", "alpha_hidden"}, f"{system} changes more than the hidden-state loss"
+        assert set(bench.SYSTEMS[system]) <= {"hidden_loss", "alpha_hidden"}, f"{system} changes more than that"
 
     report = {"cells": [{"task": "stsb", "system": "sage", "seed": 0}, {"task": "sst2", "system": "sage", "seed": 0},
                         {"task": "sst2", "system": "sage_hidden_x12", "seed": 0}]}
